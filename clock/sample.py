@@ -1,0 +1,67 @@
+"""The four-timestamp exchange, initiated by the server.
+
+    server  t0 ----ping---->            t3  (server clock)
+                        \          /
+    device               t1 ---- t2         (device clock)
+
+offset_ns = ((t0 - t1) + (t3 - t2)) / 2   server clock minus device clock
+delay_ns  = (t3 - t0) - (t2 - t1)         round trip minus the device's turnaround
+
+Whatever the split of the delay between the two directions, the true offset lies
+within offset_ns +- delay_ns / 2 (RFC 5905 section 8); a constant asymmetry moves
+the estimate inside that interval and no two-way method can see it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Rejection(str, Enum):
+    """Why a sample was not used. Returned, not raised: bad samples are normal."""
+
+    SERVER_TIME_BACKWARDS = "server receive stamp precedes its send stamp"
+    DEVICE_TIME_BACKWARDS = "device send stamp precedes its receive stamp"
+    NEGATIVE_DELAY = "device turnaround longer than the round trip"
+    UNKNOWN_PING = "pong answers no outstanding ping"
+    ECHO_MISMATCH = "pong echoes a different t0 than was sent"
+    DUPLICATE = "sample already received"
+    OUTLIER = "sample far outside the delay floor"
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One completed exchange. All stamps in nanoseconds, each in its own clock."""
+
+    t0_server_ns: int
+    t1_device_ns: int
+    t2_device_ns: int
+    t3_server_ns: int
+
+    @property
+    def offset_ns(self) -> float:
+        """Server clock minus device clock, at the middle of the exchange."""
+        return ((self.t0_server_ns - self.t1_device_ns) + (self.t3_server_ns - self.t2_device_ns)) / 2
+
+    @property
+    def delay_ns(self) -> int:
+        """Round-trip network delay: the exchange minus the device's own turnaround."""
+        return (self.t3_server_ns - self.t0_server_ns) - (self.t2_device_ns - self.t1_device_ns)
+
+    @property
+    def server_mid_ns(self) -> float:
+        """Server time at the middle of the exchange, where the offset is measured."""
+        return (self.t0_server_ns + self.t3_server_ns) / 2
+
+
+def make_sample(t0_server_ns: int, t1_device_ns: int, t2_device_ns: int, t3_server_ns: int) -> Sample | Rejection:
+    """A Sample, or the reason these four stamps cannot be one."""
+    if t3_server_ns < t0_server_ns:
+        return Rejection.SERVER_TIME_BACKWARDS
+    if t2_device_ns < t1_device_ns:
+        return Rejection.DEVICE_TIME_BACKWARDS
+    sample = Sample(t0_server_ns, t1_device_ns, t2_device_ns, t3_server_ns)
+    if sample.delay_ns < 0:
+        return Rejection.NEGATIVE_DELAY
+    return sample
