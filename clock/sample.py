@@ -1,4 +1,4 @@
-"""The four-timestamp exchange, initiated by the server.
+r"""The four-timestamp exchange, initiated by the server.
 
     server  t0 ----ping---->            t3  (server clock)
                         \          /

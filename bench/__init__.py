@@ -1,0 +1,1 @@
+"""Simulated devices and networks, benchmarks, results. Not part of the test run."""

@@ -1,0 +1,1 @@
+"""Everything that does I/O: the aiohttp app, websockets, files, the CLI."""

@@ -1,0 +1,104 @@
+"""The aiohttp application: pages, tracks, the two websockets, the show's clock."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from server.config import WEB_ROOT, ServerConfig
+from server.hub import Hub, ShowSpec
+from server.organizer import organizer_ws
+from server.participants import participant_ws
+
+log = logging.getLogger("unisono.app")
+
+HUB = web.AppKey("hub", Hub)
+
+# Browsers refuse ES modules served with a non-JavaScript type.
+mimetypes.add_type("text/javascript", ".mjs")
+mimetypes.add_type("text/javascript", ".js")
+
+# Track files never change under the same name (generated or prepared once),
+# so phones may keep them; pages change with releases and are revalidated.
+TRACK_CACHE_CONTROL = "public, max-age=3600"
+PAGE_CACHE_CONTROL = "no-cache"
+
+
+def load_or_create_token(config: ServerConfig) -> str:
+    """The organizer token: from the config, else from the data dir, else new and saved."""
+    if config.organizer_token is not None:
+        return config.organizer_token
+    path = config.token_path
+    if path.exists():
+        token = path.read_text(encoding="utf-8").strip()
+        if len(token) >= 16:
+            return token
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(token + "\n", encoding="utf-8")
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return token
+
+
+def make_app(config: ServerConfig, show: ShowSpec, token: str | None = None) -> web.Application:
+    """The whole server as an aiohttp application, ready for ``web.AppRunner``."""
+    app = web.Application()
+    hub = Hub(config, show, token or load_or_create_token(config))
+    app[HUB] = hub
+    tracks = {path.name: path for path in show.tracks.values()}
+
+    async def index(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(WEB_ROOT / "index.html", headers={"Cache-Control": PAGE_CACHE_CONTROL})
+
+    async def track(request: web.Request) -> web.FileResponse:
+        path = tracks.get(request.match_info["name"])
+        if path is None:
+            raise web.HTTPNotFound(text="no such track")
+        return web.FileResponse(path, headers={"Cache-Control": TRACK_CACHE_CONTROL})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def run_hub(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(hub.run())
+        yield
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    app.cleanup_ctx.append(run_hub)
+    app.on_shutdown.append(_close_all)
+    app.router.add_get("/", index)
+    app.router.add_get("/ws", participant_ws)
+    app.router.add_get("/ws/organizer", organizer_ws)
+    app.router.add_get("/tracks/{name}", track)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_static("/", WEB_ROOT, append_version=False)
+    return app
+
+
+async def _close_all(app: web.Application) -> None:
+    """On shutdown, tell every connection why it is being closed (1001)."""
+    hub = app[HUB]
+    sockets = [d.outbox.ws for d in hub.devices] + [o.ws for o in hub.organizers]
+    await asyncio.gather(
+        *(ws.close(code=1001, message=b"server shutting down") for ws in sockets), return_exceptions=True
+    )
+
+
+def track_duration_ns(path: Path) -> int:
+    """Length of a WAV track in nanoseconds."""
+    import wave
+
+    with wave.open(str(path), "rb") as wav:
+        return wav.getnframes() * 1_000_000_000 // wav.getframerate()

@@ -1,0 +1,209 @@
+"""The server's shared state: the show, the connected devices and organizers.
+
+The hub owns the show state machine and fans its changes out. Connections
+register here; the hub never awaits a connection, it only enqueues (see
+``Outbox``), so one slow phone cannot hold up the broadcast to the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from clock.reference import ReferenceClock
+from clock.session import DeviceSession
+from protocol import encode
+from protocol.errors import CLOSE_POLICY_VIOLATION
+from protocol.messages import Overview
+from server.config import ServerConfig
+from server.groups import GroupAssigner
+from server.show import ShowMachine, ShowSnapshot
+
+log = logging.getLogger("unisono.hub")
+
+# Changes (joins, readiness) wake the overview early, but no more often than
+# this: a join storm must not become an overview storm.
+OVERVIEW_MIN_INTERVAL_NS = 100_000_000
+
+# An item in an outbox: bytes to send, or a function called right before the
+# send that returns the bytes (or None to send nothing). Pings use the latter
+# so their t0 is stamped as late as possible.
+OutItem = bytes | Callable[[], bytes | None]
+
+
+class ServerClock:
+    """The I/O side of the reference clock: reads the monotonic clock."""
+
+    def __init__(self) -> None:
+        self.reference = ReferenceClock(time.time_ns(), time.monotonic_ns())
+
+    def now_ns(self) -> int:
+        """Server time now, in nanoseconds."""
+        return self.reference.server_ns(time.monotonic_ns())
+
+
+@dataclass(frozen=True)
+class ShowSpec:
+    """A show as the server runs it: its title and one track file per group."""
+
+    title: str
+    tracks: dict[str, Path]
+    duration_ns: int
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return tuple(self.tracks)
+
+    def track_url(self, group: str) -> str:
+        return f"/tracks/{self.tracks[group].name}"
+
+
+class Outbox:
+    """A bounded queue of frames for one websocket, drained by its own task.
+
+    ``put`` never blocks: when the peer does not keep up and the queue is
+    full, the connection is closed as too slow.
+    """
+
+    def __init__(self, ws: web.WebSocketResponse, limit: int) -> None:
+        self.ws = ws
+        self.queue: asyncio.Queue[OutItem] = asyncio.Queue(maxsize=limit)
+        self.overflowed = False
+
+    def put(self, item: OutItem) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            log.warning("closing a connection that does not keep up with its messages")
+            asyncio.get_running_loop().create_task(
+                self.ws.close(code=CLOSE_POLICY_VIOLATION, message=b"too slow: messages are not being read")
+            )
+
+    async def send_one(self, item: OutItem) -> None:
+        data = item() if callable(item) else item
+        if data is not None:
+            await self.ws.send_bytes(data)
+
+
+@dataclass(eq=False)
+class Device:
+    """One connected participant: its sync session, readiness and outbox."""
+
+    device_id: str
+    group: str
+    session: DeviceSession
+    outbox: Outbox
+    loaded: bool = False
+    unlocked: bool = False
+
+
+class Hub:
+    """Connected devices and organizers, and the show they follow."""
+
+    def __init__(self, config: ServerConfig, show: ShowSpec, token: str, clock: ServerClock | None = None) -> None:
+        self.config = config
+        self.show_spec = show
+        self.token = token
+        self.clock = clock or ServerClock()
+        self.show = ShowMachine(show.duration_ns)
+        self.groups = GroupAssigner(show.groups)
+        self.devices: set[Device] = set()
+        self.organizers: set[Outbox] = set()
+        self._wake = asyncio.Event()
+
+    # --- show ---------------------------------------------------------------
+
+    def start_show(self, start_ns: int) -> ShowSnapshot:
+        """Schedule the show; raises InvalidTransition. Tells everyone."""
+        snapshot = self.show.start(start_ns)
+        log.info("show scheduled: epoch %d, start at server time %d ns", snapshot.epoch, start_ns)
+        self._announce(snapshot)
+        return snapshot
+
+    def abort_show(self) -> ShowSnapshot:
+        """Abort the show; raises InvalidTransition. Tells everyone."""
+        snapshot = self.show.abort()
+        log.info("show aborted: epoch %d", snapshot.epoch)
+        self._announce(snapshot)
+        return snapshot
+
+    def _announce(self, snapshot: ShowSnapshot) -> None:
+        data = encode(snapshot.to_message())
+        for device in self.devices:
+            device.outbox.put(data)
+        self.changed()
+
+    # --- connections ----------------------------------------------------------
+
+    def add_device(self, device: Device) -> None:
+        self.devices.add(device)
+        self.changed()
+
+    def remove_device(self, device: Device) -> None:
+        self.devices.discard(device)
+        self.changed()
+
+    def changed(self) -> None:
+        """Something organizers see has changed: send an overview soon."""
+        self._wake.set()
+
+    def overview(self) -> Overview:
+        now_ns = self.clock.now_ns()
+        snap = self.show.snapshot
+        groups = {g: 0 for g in self.show_spec.groups}
+        synced = 0
+        limit_ns = self.config.synced_bound_us * 1000
+        for device in self.devices:
+            groups[device.group] = groups.get(device.group, 0) + 1
+            estimate = device.session.estimate(now_ns)
+            if estimate is not None and estimate.bound_ns <= limit_ns:
+                synced += 1
+        return Overview(
+            epoch=snap.epoch,
+            state=snap.state,
+            start_us=None if snap.start_ns is None else snap.start_ns // 1000,
+            server_us=now_ns // 1000,
+            devices=len(self.devices),
+            groups=groups,
+            loaded=sum(d.loaded for d in self.devices),
+            unlocked=sum(d.unlocked for d in self.devices),
+            synced=synced,
+        )
+
+    async def run(self) -> None:
+        """Advance the show on time and keep organizers informed. Runs until cancelled."""
+        interval_ns = int(self.config.overview_interval_s * 1e9)
+        next_overview = 0
+        last_overview = -OVERVIEW_MIN_INTERVAL_NS
+        while True:
+            now = self.clock.now_ns()
+            for snapshot in self.show.advance(now):
+                log.info("show is %s (epoch %d)", snapshot.state, snapshot.epoch)
+                self._announce(snapshot)
+            woken = self._wake.is_set() and now >= last_overview + OVERVIEW_MIN_INTERVAL_NS
+            if woken or now >= next_overview:
+                self._wake.clear()
+                if self.organizers:
+                    data = encode(self.overview())
+                    for outbox in self.organizers:
+                        outbox.put(data)
+                last_overview = now
+                next_overview = now + interval_ns
+            deadline = min(next_overview, self.show.next_deadline() or next_overview)
+            if self._wake.is_set():
+                deadline = min(deadline, last_overview + OVERVIEW_MIN_INTERVAL_NS)
+                await asyncio.sleep(max(0.0, (deadline - self.clock.now_ns()) / 1e9))
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(0.0, (deadline - self.clock.now_ns()) / 1e9))
+            except TimeoutError:
+                pass

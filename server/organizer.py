@@ -1,0 +1,77 @@
+"""The organizer websocket (/ws/organizer): token, then start and abort."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+
+from aiohttp import web
+
+from protocol import MAX_ORGANIZER_MESSAGE, PROTOCOL_VERSION, decode, encode
+from protocol.errors import NotAuthorized, UnexpectedMessage, UnsupportedVersion
+from protocol.messages import ORGANIZER_TO_SERVER, Abort, Error, Hello, Start
+from server.connection import TRANSPORT_MAX_FRAME, close_for, drain, frames
+from server.hub import Hub, Outbox
+from server.show import InvalidTransition
+
+log = logging.getLogger("unisono.organizer")
+
+
+def token_matches(given: str, expected: str) -> bool:
+    """Constant-time comparison, so the time taken tells nothing about the token."""
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+async def organizer_ws(request: web.Request) -> web.WebSocketResponse:
+    """Serve one organizer console until it leaves."""
+    from server.app import HUB
+
+    hub: Hub = request.app[HUB]
+    ws = web.WebSocketResponse(max_msg_size=TRANSPORT_MAX_FRAME, heartbeat=30.0)
+    await ws.prepare(request)
+    outbox: Outbox | None = None
+    writer: asyncio.Task[None] | None = None
+    try:
+        async for data, received_ns in frames(ws, hub.clock.now_ns):
+            message = decode(data, ORGANIZER_TO_SERVER, MAX_ORGANIZER_MESSAGE)
+            if outbox is None:
+                _authenticate(hub, message)
+                outbox = Outbox(ws, hub.config.send_queue_limit)
+                writer = asyncio.create_task(drain(outbox))
+                outbox.put(encode(hub.overview()))
+                hub.organizers.add(outbox)
+                log.info("organizer connected from %s", request.remote)
+                continue
+            try:
+                if isinstance(message, Start):
+                    hub.start_show(received_ns + message.lead_ms * 1_000_000)
+                elif isinstance(message, Abort):
+                    hub.abort_show()
+                else:
+                    raise UnexpectedMessage(f"expected start or abort, found a second {message.TYPE}")
+            except InvalidTransition as exc:
+                outbox.put(encode(Error(code="invalid_state", message=str(exc))))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        await close_for(ws, exc)
+    finally:
+        if outbox is not None:
+            hub.organizers.discard(outbox)
+        if writer is not None:
+            writer.cancel()
+        if not ws.closed:
+            await ws.close()
+    return ws
+
+
+def _authenticate(hub: Hub, message: object) -> None:
+    if not isinstance(message, Hello):
+        found = getattr(message, "TYPE", "something else")
+        raise UnexpectedMessage(f"expected hello first, found {found}")
+    if message.v != PROTOCOL_VERSION:
+        raise UnsupportedVersion(message.v, PROTOCOL_VERSION)
+    if not token_matches(message.token, hub.token):
+        log.warning("organizer connection refused: invalid token")
+        raise NotAuthorized("invalid organizer token")

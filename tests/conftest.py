@@ -1,0 +1,68 @@
+"""Shared fixtures: a real server on 127.0.0.1:0 with a small two-group show."""
+
+from __future__ import annotations
+
+import os
+import wave
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from server.app import HUB, make_app
+from server.config import ServerConfig
+from server.hub import Hub, ShowSpec
+
+# Slow machines (CI under load) may scale every timeout in the tests.
+TIMEOUT_SCALE = float(os.environ.get("UNISONO_TIMEOUT_SCALE", "1"))
+TEST_TOKEN = "test-organizer-token-0123456789"
+
+
+def scaled(seconds: float) -> float:
+    return seconds * TIMEOUT_SCALE
+
+
+def write_tone_wav(path: Path, seconds: float, sample_rate: int = 8000) -> Path:
+    """A short silent mono WAV: enough for the server to know the track's length."""
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(sample_rate)
+        wav.writeframes(b"\x00\x00" * int(seconds * sample_rate))
+    return path
+
+
+@dataclass
+class RunningServer:
+    base_url: str
+    ws_url: str
+    organizer_url: str
+    hub: Hub
+    token: str
+
+
+def small_show(directory: Path, seconds: float = 3.0) -> ShowSpec:
+    tracks = {g: write_tone_wav(directory / f"{g}.wav", seconds) for g in ("red", "blue")}
+    return ShowSpec(title="Test show", tracks=tracks, duration_ns=int(seconds * 1e9))
+
+
+async def start_server(tmp_path: Path, show: ShowSpec, **config: object) -> tuple[web.AppRunner, RunningServer]:
+    cfg = ServerConfig(host="127.0.0.1", port=0, data_dir=tmp_path / "var", organizer_token=TEST_TOKEN, **config)  # type: ignore[arg-type]
+    app = make_app(cfg, show)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    base = f"http://127.0.0.1:{port}"
+    ws = f"ws://127.0.0.1:{port}"
+    return runner, RunningServer(base, f"{ws}/ws", f"{ws}/ws/organizer", app[HUB], TEST_TOKEN)
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
+    runner, running = await start_server(tmp_path, small_show(tmp_path))
+    yield running
+    await runner.cleanup()

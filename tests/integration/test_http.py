@@ -1,0 +1,44 @@
+"""HTTP: pages, tracks with Range and caching headers, health."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from tests.conftest import RunningServer
+
+
+async def test_track_range_and_cache_headers(server: RunningServer) -> None:
+    """A Range request gets 206 with exactly those bytes; caching headers are set."""
+    path = server.hub.show_spec.tracks["red"]
+    body = path.read_bytes()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.base_url}/tracks/red.wav", headers={"Range": "bytes=100-199"}) as resp:
+            assert resp.status == 206
+            assert await resp.read() == body[100:200]
+            assert resp.headers["Content-Range"] == f"bytes 100-199/{len(body)}"
+            assert resp.headers["Cache-Control"] == "public, max-age=3600"
+            assert resp.headers["Accept-Ranges"] == "bytes"
+            etag = resp.headers["ETag"]
+        async with http.get(f"{server.base_url}/tracks/red.wav", headers={"If-None-Match": etag}) as resp:
+            assert resp.status == 304
+        async with http.get(f"{server.base_url}/tracks/red.wav") as resp:
+            assert resp.status == 200 and await resp.read() == body
+
+
+async def test_unknown_track_and_traversal_are_not_found(server: RunningServer) -> None:
+    """Only the show's tracks are served from /tracks/."""
+    async with aiohttp.ClientSession() as http:
+        for name in ("nope.wav", "..%2Forganizer-token", "%2E%2E%2Fvar%2Forganizer-token"):
+            async with http.get(f"{server.base_url}/tracks/{name}") as resp:
+                assert resp.status == 404
+
+
+async def test_pages_and_health(server: RunningServer) -> None:
+    """The participant page, the organizer page, a JS module and /healthz are served."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.base_url}/") as resp:
+            assert resp.status == 200 and "text/html" in resp.headers["Content-Type"]
+        async with http.get(f"{server.base_url}/vendor/msgpack/index.mjs") as resp:
+            assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/javascript")
+        async with http.get(f"{server.base_url}/healthz") as resp:
+            assert resp.status == 200 and await resp.text() == "ok"
