@@ -44,7 +44,7 @@ async def close_for(ws: web.WebSocketResponse, exc: BaseException) -> None:
     if ws.closed:
         return
     if isinstance(exc, RemoteProtocolError):
-        log.info("closing %s: %s", ws.close_code or "connection", exc.reason)
+        log.info("closing a connection (%d): %s", exc.close_code, exc.reason)
         try:
             await ws.send_bytes(encode(Error(code=exc.code, message=exc.reason[:500])))
         except (ConnectionError, RuntimeError):

@@ -119,6 +119,8 @@ class Hub:
         self.devices: set[Device] = set()
         self.organizers: set[Outbox] = set()
         self._wake = asyncio.Event()
+        self._overview_interval_ns = int(config.overview_interval_s * 1e9)
+        self._last_overview_ns = -self._overview_interval_ns
 
     # --- show ---------------------------------------------------------------
 
@@ -181,29 +183,38 @@ class Hub:
 
     async def run(self) -> None:
         """Advance the show on time and keep organizers informed. Runs until cancelled."""
-        interval_ns = int(self.config.overview_interval_s * 1e9)
-        next_overview = 0
-        last_overview = -OVERVIEW_MIN_INTERVAL_NS
         while True:
-            now = self.clock.now_ns()
-            for snapshot in self.show.advance(now):
-                log.info("show is %s (epoch %d)", snapshot.state, snapshot.epoch)
-                self._announce(snapshot)
-            woken = self._wake.is_set() and now >= last_overview + OVERVIEW_MIN_INTERVAL_NS
-            if woken or now >= next_overview:
-                self._wake.clear()
-                if self.organizers:
-                    data = encode(self.overview())
-                    for outbox in self.organizers:
-                        outbox.put(data)
-                last_overview = now
-                next_overview = now + interval_ns
-            deadline = min(next_overview, self.show.next_deadline() or next_overview)
-            if self._wake.is_set():
-                deadline = min(deadline, last_overview + OVERVIEW_MIN_INTERVAL_NS)
-                await asyncio.sleep(max(0.0, (deadline - self.clock.now_ns()) / 1e9))
-                continue
             try:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, (deadline - self.clock.now_ns()) / 1e9))
-            except TimeoutError:
-                pass
+                await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not stop the show's clock
+                log.exception("show clock tick failed; retrying in a second")
+                await asyncio.sleep(1.0)
+
+    async def _tick(self) -> None:
+        """One pass: apply due transitions, send a due overview, wait for the next event."""
+        now = self.clock.now_ns()
+        for snapshot in self.show.advance(now):
+            log.info("show is %s (epoch %d)", snapshot.state, snapshot.epoch)
+            self._announce(snapshot)
+        woken = self._wake.is_set() and now >= self._last_overview_ns + OVERVIEW_MIN_INTERVAL_NS
+        if woken or now >= self._last_overview_ns + self._overview_interval_ns:
+            self._wake.clear()
+            if self.organizers:
+                data = encode(self.overview())
+                for outbox in self.organizers:
+                    outbox.put(data)
+            self._last_overview_ns = now
+        deadline = self._last_overview_ns + self._overview_interval_ns
+        show_deadline = self.show.next_deadline()
+        if show_deadline is not None:
+            deadline = min(deadline, show_deadline)
+        if self._wake.is_set():  # woken too early: wait out the minimum interval
+            deadline = min(deadline, self._last_overview_ns + OVERVIEW_MIN_INTERVAL_NS)
+            await asyncio.sleep(max(0.0, (deadline - self.clock.now_ns()) / 1e9))
+            return
+        try:
+            await asyncio.wait_for(self._wake.wait(), max(0.0, (deadline - self.clock.now_ns()) / 1e9))
+        except TimeoutError:
+            pass
