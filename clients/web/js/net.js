@@ -1,0 +1,190 @@
+/**
+ * Websocket glue: a reconnecting socket, and the participant's link to the server.
+ *
+ * Receives frames, answers pings at once, hands every other decoded message
+ * to the page. All protocol rules live in protocol.js and sync.js; this file
+ * only moves bytes and stamps times.
+ */
+
+import { decode, encode, ProtocolError, PROTOCOL_VERSION, SERVER_TO_PARTICIPANT } from './protocol.js';
+import { makePong } from './sync.js';
+import { deviceNowUs } from './deviceclock.js';
+
+// Reconnect delays (PROTOCOL.md section 6): random in 0.5-5 s so that a crowd
+// that lost the server together does not return together, doubling with each
+// failed attempt, at most 30 s.
+export const RECONNECT_MIN_MS = 500;
+export const RECONNECT_MAX_MS = 5000;
+export const RECONNECT_CAP_MS = 30000;
+
+// Error codes after which reconnecting cannot help: say so and stay closed.
+export const PERMANENT_ERRORS = new Set(['unsupported_version', 'not_authorized']);
+
+export const DEVICE_ID_KEY = 'unisono.device_id';
+
+/** Milliseconds to wait before reconnect attempt number `attempt` (0 for the first). */
+export function reconnectDelayMs(attempt, random = Math.random) {
+  const factor = 2 ** Math.min(attempt, 10);
+  const low = RECONNECT_MIN_MS * factor;
+  const high = RECONNECT_MAX_MS * factor;
+  return Math.min(RECONNECT_CAP_MS, low + random() * (high - low));
+}
+
+/** The same-origin websocket URL of `path` for a page at `location` (wss: under https:). */
+export function socketUrl(location, path) {
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${location.host}${path}`;
+}
+
+/**
+ * A websocket that reconnects after a random, growing delay.
+ * Callbacks: onOpen(), onMessage(event), onClose(event), all optional.
+ * The first message after an open resets the delay to its smallest.
+ */
+export class ReconnectingSocket {
+  constructor(url, { onOpen, onMessage, onClose } = {}) {
+    this.url = url;
+    this.onOpen = onOpen ?? (() => {});
+    this.onMessage = onMessage ?? (() => {});
+    this.onClose = onClose ?? (() => {});
+    this.ws = null;
+    this.attempt = 0;
+    this.stopped = false;
+    this.timer = null;
+  }
+
+  get open() {
+    return this.ws !== null && this.ws.readyState === WebSocket.OPEN;
+  }
+
+  connect() {
+    if (this.stopped) return;
+    const ws = new WebSocket(this.url);
+    ws.binaryType = 'arraybuffer';
+    ws.onopen = () => this.onOpen();
+    ws.onmessage = (event) => {
+      this.attempt = 0;
+      this.onMessage(event);
+    };
+    ws.onclose = (event) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this.onClose(event);
+      this.scheduleReconnect();
+    };
+    this.ws = ws;
+  }
+
+  /** Send bytes if connected; returns whether they were handed to the socket. */
+  send(bytes) {
+    if (!this.open) return false;
+    this.ws.send(bytes);
+    return true;
+  }
+
+  /** Close for good: no more reconnects. */
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    if (this.ws) this.ws.close(1000);
+  }
+
+  scheduleReconnect() {
+    if (this.stopped) return;
+    const delayMs = reconnectDelayMs(this.attempt);
+    this.attempt += 1;
+    this.timer = setTimeout(() => this.connect(), delayMs);
+  }
+}
+
+/** localStorage, or nothing when the browser forbids it (private mode, disabled storage). */
+function readStoredId(storage) {
+  try {
+    return storage?.getItem(DEVICE_ID_KEY) ?? null;
+  } catch {
+    return null;
+  }
+}
+
+function storeId(storage, deviceId) {
+  try {
+    storage?.setItem(DEVICE_ID_KEY, deviceId);
+  } catch {
+    // Without storage the device gets a new id, and maybe another group, next time.
+  }
+}
+
+/**
+ * The participant's connection to `/ws`: join, pongs, ready.
+ *
+ * Callbacks: onMessage(message) for every message but ping (welcome,
+ * estimate, schedule, error); onConnection(connected); onBadMessage(error)
+ * for a frame that failed to decode (it is dropped).
+ */
+export class ParticipantLink {
+  constructor(url, { storage, client = 'unisono-web/1', onMessage, onConnection, onBadMessage } = {}) {
+    this.storage = storage;
+    this.client = client;
+    this.onMessage = onMessage ?? (() => {});
+    this.onConnection = onConnection ?? (() => {});
+    this.onBadMessage = onBadMessage ?? (() => {});
+    this.readiness = { loaded: false, unlocked: false };
+    this.welcomed = false;
+    this.socket = new ReconnectingSocket(url, {
+      onOpen: () => this.sendJoin(),
+      onMessage: (event) => this.receive(event),
+      onClose: () => {
+        this.welcomed = false;
+        this.onConnection(false);
+      },
+    });
+  }
+
+  start() {
+    this.socket.connect();
+  }
+
+  /** Tell the server our readiness {loaded, unlocked}; sent now if it changed and we are joined. */
+  setReadiness(readiness) {
+    const changed = readiness.loaded !== this.readiness.loaded || readiness.unlocked !== this.readiness.unlocked;
+    this.readiness = { loaded: readiness.loaded, unlocked: readiness.unlocked };
+    if (changed && this.welcomed) this.sendReady();
+  }
+
+  sendJoin() {
+    const deviceId = readStoredId(this.storage);
+    const validId = typeof deviceId === 'string' && /^[A-Za-z0-9_-]{8,64}$/.test(deviceId) ? deviceId : null;
+    this.socket.send(encode({ type: 'join', v: PROTOCOL_VERSION, device_id: validId, client: this.client }));
+  }
+
+  sendReady() {
+    this.socket.send(encode({ type: 'ready', ...this.readiness }));
+  }
+
+  receive(event) {
+    const t1Us = deviceNowUs(); // first thing on receipt (PROTOCOL.md section 2)
+    let message;
+    try {
+      message = decode(event.data, { accept: SERVER_TO_PARTICIPANT });
+    } catch (error) {
+      if (!(error instanceof ProtocolError)) throw error;
+      this.onBadMessage(error);
+      return;
+    }
+    if (message.type === 'ping') {
+      const pong = encode(makePong(message, t1Us, deviceNowUs())); // t2: last thing before send
+      this.socket.send(pong);
+      return;
+    }
+    if (message.type === 'welcome') {
+      storeId(this.storage, message.device_id);
+      this.welcomed = true;
+      this.onConnection(true);
+      this.onMessage(message);
+      this.sendReady();
+      return;
+    }
+    if (message.type === 'error' && PERMANENT_ERRORS.has(message.code)) this.socket.stop();
+    this.onMessage(message);
+  }
+}
