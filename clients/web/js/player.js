@@ -1,0 +1,188 @@
+/**
+ * Audio glue: unlock the AudioContext on a tap, load the track, start it when
+ * schedule.js says. All timing decisions are schedule.js's; this file reads
+ * the clocks, calls it, and drives the Web Audio nodes.
+ */
+
+import { computeStart, outputLatencyS, pickOutputTimestamp } from './schedule.js';
+import { deviceNowUs, perfNowMs, timeOriginMs } from './deviceclock.js';
+
+// Before the start is audible, a new estimate that moves it by more than this
+// replaces the scheduled source: the first estimates after join are the
+// roughest, and an unstarted source can be replaced without a glitch.
+const RESCHEDULE_THRESHOLD_S = 0.001;
+// ... but not within this of the scheduled time, when the audio thread may
+// already have picked the source up.
+const RESCHEDULE_GUARD_S = 0.05;
+// Sample rate for decoding before the tap, when no AudioContext exists yet;
+// the real context resamples if its own rate differs. 48 kHz is what most
+// phones' outputs run at.
+const PRELOAD_SAMPLE_RATE = 48000;
+
+function audioContextClass() {
+  return globalThis.AudioContext ?? globalThis.webkitAudioContext;
+}
+
+/** decodeAudioData in its callback form, which old Safari requires, as a promise. */
+function decodeWith(context, bytes) {
+  return new Promise((resolve, reject) => {
+    const result = context.decodeAudioData(bytes, resolve, reject);
+    if (result && typeof result.then === 'function') result.then(resolve, reject);
+  });
+}
+
+/**
+ * The track player. `onChange()` is called whenever loaded/unlocked/start/ended changes.
+ * Feed it with load(url), unlock() (inside the tap's handler), setSchedule(), setEstimate().
+ */
+export class Player {
+  constructor({ onChange } = {}) {
+    this.onChange = onChange ?? (() => {});
+    this.context = null;
+    this.buffer = null;
+    this.trackUrl = null;
+    this.schedule = null;
+    this.estimate = null;
+    this.source = null;
+    this.start = null; // computeStart's result for this.source
+    this.trackEnded = false;
+  }
+
+  get loaded() {
+    return this.buffer !== null;
+  }
+
+  get unlocked() {
+    return this.context !== null && this.context.state === 'running';
+  }
+
+  /** The AudioContext's currentTime (s), or null before the tap. */
+  audioNowS() {
+    return this.context ? this.context.currentTime : null;
+  }
+
+  /** Create and resume the AudioContext. Call synchronously inside a click/touch handler (iOS requires it). */
+  unlock() {
+    if (!this.context) {
+      const Context = audioContextClass();
+      if (!Context) throw new Error('this browser has no Web Audio');
+      this.context = new Context();
+      this.context.onstatechange = () => {
+        this.update();
+        this.onChange();
+      };
+    }
+    const resumed = this.context.resume();
+    // iOS unmutes output only once a sound plays inside the gesture: play one silent sample.
+    const silent = this.context.createBuffer(1, 1, this.context.sampleRate);
+    const node = this.context.createBufferSource();
+    node.buffer = silent;
+    node.connect(this.context.destination);
+    node.start();
+    return Promise.resolve(resumed).then(() => {
+      this.update();
+      this.onChange();
+    });
+  }
+
+  /** Download and decode the track at `url` (once per URL). Rejects on a network or decoding failure. */
+  async load(url) {
+    if (url === this.trackUrl) return;
+    this.trackUrl = url;
+    try {
+      const response = await fetch(url);
+      if (!response.ok) throw new Error(`the track could not be downloaded (HTTP ${response.status})`);
+      const bytes = await response.arrayBuffer();
+      const Offline = globalThis.OfflineAudioContext ?? globalThis.webkitOfflineAudioContext;
+      const decoder = this.context ?? new Offline(1, 1, PRELOAD_SAMPLE_RATE);
+      this.buffer = await decodeWith(decoder, bytes);
+    } catch (error) {
+      this.trackUrl = null; // the next load of this URL tries again
+      throw error;
+    }
+    this.update();
+    this.onChange();
+  }
+
+  setSchedule(schedule) {
+    this.schedule = schedule;
+    this.update();
+  }
+
+  setEstimate(estimate) {
+    this.estimate = estimate;
+    this.update();
+  }
+
+  /** Start, move or stop the source so that it matches the schedule. */
+  update() {
+    const state = this.schedule?.state;
+    if (state !== 'scheduled' && state !== 'playing') {
+      this.stop();
+      return;
+    }
+    if (!this.context || !this.buffer || !this.estimate || this.context.state !== 'running') return;
+    // A new epoch for the same start (scheduled -> playing) keeps the source.
+    const sameStart = this.start !== null && this.start.startUs === this.schedule.start_us;
+    if (sameStart && this.context.currentTime >= this.start.contextWhen - RESCHEDULE_GUARD_S) return;
+    const next = this.compute();
+    if (next === null) {
+      this.stop();
+      return;
+    }
+    if (sameStart && Math.abs(next.contextWhen - this.start.contextWhen) < RESCHEDULE_THRESHOLD_S && next.offsetS === this.start.offsetS) return;
+    this.play(next);
+  }
+
+  compute() {
+    const context = this.context;
+    const reported = typeof context.getOutputTimestamp === 'function' ? context.getOutputTimestamp() : undefined;
+    const outputTimestamp = pickOutputTimestamp(reported, context.currentTime, perfNowMs());
+    return computeStart({
+      schedule: this.schedule,
+      estimate: this.estimate,
+      deviceNowUs: deviceNowUs(),
+      outputTimestamp,
+      timeOriginMs: timeOriginMs(),
+      latencyS: outputLatencyS(context.baseLatency, context.outputLatency),
+      currentTimeS: context.currentTime,
+      durationS: this.buffer.duration,
+    });
+  }
+
+  play(start) {
+    this.stopSource();
+    const source = this.context.createBufferSource();
+    source.buffer = this.buffer;
+    source.connect(this.context.destination);
+    source.onended = () => {
+      if (this.source !== source) return;
+      this.source = null;
+      this.trackEnded = true;
+      this.onChange();
+    };
+    source.start(start.contextWhen, start.offsetS);
+    this.source = source;
+    this.start = start;
+    this.trackEnded = false;
+    this.onChange();
+  }
+
+  stopSource() {
+    const source = this.source;
+    this.source = null;
+    if (source) {
+      source.onended = null;
+      source.stop();
+      source.disconnect();
+    }
+  }
+
+  stop() {
+    const had = this.source !== null || this.start !== null;
+    this.stopSource();
+    this.start = null;
+    this.trackEnded = false;
+    if (had) this.onChange();
+  }
+}
