@@ -49,6 +49,13 @@ test('the output latency is subtracted from the scheduling time, not from the au
   assert.equal(start.offsetS, 0);
 });
 
+test('a real output timestamp already includes the latency: nothing more is subtracted', () => {
+  const outputTimestamp = { contextTime: 10, performanceTime: 5000, includesLatency: true };
+  const start = computeStart(inputs({ latencyS: 0.04, outputTimestamp }));
+  near(start.contextWhen, 15, 1e-6, 'contextWhen');
+  near(start.audibleContextTime, 15, 1e-6, 'audibleContextTime');
+});
+
 test('implausible latencies are ignored', () => {
   for (const latencyS of [Number.NaN, -0.01, 0.75, Infinity, undefined]) {
     const start = computeStart(inputs({ latencyS }));
@@ -119,8 +126,8 @@ test('latestSchedule keeps the highest epoch and ignores a stale one', () => {
 });
 
 test('pickOutputTimestamp keeps a plausible stamp and falls back otherwise', () => {
-  assert.deepEqual(pickOutputTimestamp({ contextTime: 10, performanceTime: 4990 }, 10.02, 5000), { contextTime: 10, performanceTime: 4990 });
-  const fallback = { contextTime: 10.02, performanceTime: 5000 };
+  assert.deepEqual(pickOutputTimestamp({ contextTime: 10, performanceTime: 4990 }, 10.02, 5000), { contextTime: 10, performanceTime: 4990, includesLatency: true });
+  const fallback = { contextTime: 10.02, performanceTime: 5000, includesLatency: false };
   assert.deepEqual(pickOutputTimestamp(undefined, 10.02, 5000), fallback);
   assert.deepEqual(pickOutputTimestamp({ contextTime: 0, performanceTime: 0 }, 10.02, 5000), fallback);
   assert.deepEqual(pickOutputTimestamp({ contextTime: 10, performanceTime: 1000 }, 10.02, 5000), fallback);

@@ -45,6 +45,12 @@ export function outputLatencyS(baseLatency, outputLatency) {
  * The audio/performance clock pair to map with: `reported` (the result of
  * getOutputTimestamp(), or undefined when the browser lacks it) if plausible,
  * else {contextTime: currentTimeS, performanceTime: perfNowMs} read now.
+ *
+ * `includesLatency` says whether the pair maps audio time to the instant it is
+ * *heard*: getOutputTimestamp() does by definition (its contextTime is the frame
+ * the output device is playing at performanceTime, so the output latency is
+ * already in it), the currentTime fallback does not (currentTime is what the
+ * graph renders now, heard baseLatency + outputLatency later).
  */
 export function pickOutputTimestamp(reported, currentTimeS, perfNowMs) {
   const contextTime = reported?.contextTime;
@@ -53,8 +59,8 @@ export function pickOutputTimestamp(reported, currentTimeS, perfNowMs) {
     Number.isFinite(contextTime) && contextTime > 0 &&
     Number.isFinite(performanceTime) && performanceTime > 0 &&
     Math.abs(perfNowMs - performanceTime) <= MAX_OUTPUT_TIMESTAMP_AGE_MS;
-  if (plausible) return { contextTime, performanceTime };
-  return { contextTime: currentTimeS, performanceTime: perfNowMs };
+  if (plausible) return { contextTime, performanceTime, includesLatency: true };
+  return { contextTime: currentTimeS, performanceTime: perfNowMs, includesLatency: false };
 }
 
 /** The AudioContext time (s) audible at device time `deviceUs`, through an output timestamp. */
@@ -76,7 +82,8 @@ export function deviceTimeAt(contextTimeS, outputTimestamp, timeOriginMs) {
  * message or a ClockEstimate); `deviceNowUs`; `outputTimestamp`
  * {contextTime (s), performanceTime (ms)} from pickOutputTimestamp;
  * `timeOriginMs` (performance.timeOrigin); `latencyS` (outputLatencyS; an
- * implausible value counts as 0); optional `currentTimeS` (the context's
+ * implausible value counts as 0; not applied when the output timestamp
+ * already includes the latency, see pickOutputTimestamp); optional `currentTimeS` (the context's
  * currentTime: nothing is scheduled before it); optional `durationS` (the
  * track's length: null once the show has passed its end); `marginS`.
  *
@@ -96,7 +103,7 @@ export function computeStart({
   if (schedule.state !== 'scheduled' && schedule.state !== 'playing') return null;
   if (schedule.start_us == null) return null;
   const clock = estimate instanceof ClockEstimate ? estimate : new ClockEstimate(estimate);
-  const latency = plausibleLatencyS(latencyS);
+  const latency = outputTimestamp.includesLatency ? 0 : plausibleLatencyS(latencyS);
 
   const deviceStartUs = clock.serverToDevice(schedule.start_us);
   const startContextTime = contextTimeAt(deviceStartUs, outputTimestamp, timeOriginMs);
