@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import mimetypes
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,10 +18,6 @@ from server.participants import participant_ws
 log = logging.getLogger("unisono.app")
 
 HUB = web.AppKey("hub", Hub)
-
-# Browsers refuse ES modules served with a non-JavaScript type.
-mimetypes.add_type("text/javascript", ".mjs")
-mimetypes.add_type("text/javascript", ".js")
 
 # Track files never change under the same name (generated or prepared once),
 # so phones may keep them; pages change with releases and are revalidated.
