@@ -37,8 +37,9 @@ class EstimatorConfig:
             raise ValueError(f"window: expected at least 1 sample, found {self.window}")
         if not (math.isfinite(self.max_rate_error_ppm) and self.max_rate_error_ppm >= 0):
             raise ValueError(f"max_rate_error_ppm: expected a finite number >= 0, found {self.max_rate_error_ppm}")
-        if self.device_resolution_ns < 0 or self.server_resolution_ns < 0:
-            raise ValueError("resolutions: expected nanoseconds >= 0")
+        for name in ("device_resolution_ns", "server_resolution_ns"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: expected nanoseconds >= 0, found {getattr(self, name)}")
 
 
 @dataclass(frozen=True, slots=True)

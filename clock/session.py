@@ -65,7 +65,10 @@ class DeviceSession:
         """Server time at which ``poll`` should next be called."""
         if self._last_send_ns is None:
             return now_ns
-        waiting = bool(self._outstanding) and now_ns - self._last_send_ns < self.polling.answer_timeout_ns
+        # Only the newest ping holds back the next one: an older ping lost long
+        # ago must not stall polling once a later one was answered.
+        newest_outstanding = (self._next_seq - 1) % SEQ_MODULO in self._outstanding
+        waiting = newest_outstanding and now_ns - self._last_send_ns < self.polling.answer_timeout_ns
         if waiting:
             return self._last_send_ns + self.polling.answer_timeout_ns
         return self._last_send_ns + self._interval_ns(now_ns)

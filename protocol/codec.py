@@ -71,6 +71,9 @@ def decode(data: bytes, accept: tuple[type[Message], ...], max_size: int) -> Mes
         raise MalformedMessage(f"not a msgpack message ({type(exc).__name__})") from None
     if not isinstance(obj, dict):
         raise MalformedMessage(f"expected a msgpack map, found {_kind(obj)}")
+    for key in obj:
+        if not isinstance(key, str):
+            raise MalformedMessage(f"expected string keys, found a {_kind(key)} key")
     type_name = obj.get("type")
     if not isinstance(type_name, str):
         raise MalformedMessage(f"expected a string 'type' field, found {_kind(type_name)}")

@@ -318,3 +318,10 @@ def test_negative_resolution_is_rejected(options: dict[str, int]) -> None:
 def test_default_config_is_valid() -> None:
     """The defaults are 64 samples, 200 ppm, 1 ms device and 1 us server resolution."""
     assert EstimatorConfig() == EstimatorConfig(window=64, max_rate_error_ppm=200.0, device_resolution_ns=1_000_000, server_resolution_ns=1_000)
+
+
+@pytest.mark.parametrize("name", ["device_resolution_ns", "server_resolution_ns"])
+def test_negative_resolution_error_names_the_option(name: str) -> None:
+    """A negative resolution raises ValueError whose text starts with the option's name."""
+    with pytest.raises(ValueError, match=f"^{name}:"):
+        EstimatorConfig(**{name: -1})

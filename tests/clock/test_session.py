@@ -224,3 +224,12 @@ def test_polling_config_error_names_the_option(options: dict[str, int], name: st
     """An invalid PollingConfig raises ValueError naming the option."""
     with pytest.raises(ValueError, match=name):
         PollingConfig(**options)  # type: ignore[arg-type]
+
+
+def test_lost_ping_does_not_hold_back_the_next_once_the_newest_is_answered() -> None:
+    """A ping lost more than answer_timeout_ns ago no longer delays the burst after a later ping is answered."""
+    session = DeviceSession()
+    assert session.poll(0) == (0, 0)  # lost: never answered
+    assert session.poll(3 * S) == (1, 3 * S)
+    assert isinstance(session.receive_pong(1, 3_000_000, 7 * S, 7 * S, 3 * S + 2 * MS), Sample)
+    assert session.poll(3 * S + 50 * MS) == (2, 3 * S + 50 * MS)

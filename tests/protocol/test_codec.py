@@ -615,3 +615,12 @@ def test_long_reason_is_cut_for_the_close_frame() -> None:
     assert len(error.reason.encode("utf-8")) > MAX_REASON_BYTES
     assert len(error.close_reason.encode("utf-8")) <= MAX_REASON_BYTES
     assert error.close_reason == error.reason.encode("utf-8")[:MAX_REASON_BYTES].decode("utf-8", "ignore")
+
+
+@pytest.mark.parametrize("key", [b"k" * 40, b"k"])
+def test_binary_map_key_is_malformed(key: bytes) -> None:
+    """A map key sent as msgpack bin (not str) raises MalformedMessage, whatever its length."""
+    data = msgpack.packb({"type": "ready", "loaded": True, "unlocked": True, key: 1}, use_bin_type=True)
+    with pytest.raises(RemoteProtocolError) as info:
+        decode(data, tuple(ALL_MESSAGES.values()), 4096)
+    assert type(info.value) is MalformedMessage
