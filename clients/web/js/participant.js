@@ -27,6 +27,7 @@ const hook = {
   unlocked: false,
   connected: false,
   boundUs: null,
+  drift: null, // {errorMs (played - target, null until measured), ratePpm, rateEstimatePpm, realigns}
   error: null,
 };
 window.unisono = hook;
@@ -123,6 +124,7 @@ function render() {
   hook.loaded = player.loaded;
   hook.unlocked = player.unlocked;
   hook.start = player.start ? { ...player.start } : null;
+  hook.drift = player.driftStatus();
   hook.error = facts.error;
   hook.state = participantState({
     ...facts,
@@ -159,6 +161,9 @@ function countdown(nowUs) {
 }
 
 view.unlock.addEventListener('click', onUnlockTap);
-setInterval(render, REDRAW_INTERVAL_MS);
+setInterval(() => {
+  player.correctDrift();
+  render();
+}, REDRAW_INTERVAL_MS);
 render();
 link.start();

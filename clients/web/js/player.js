@@ -1,10 +1,13 @@
 /**
  * Audio glue: unlock the AudioContext on a tap, load the track, start it when
- * schedule.js says. All timing decisions are schedule.js's; this file reads
- * the clocks, calls it, and drives the Web Audio nodes.
+ * schedule.js says, and keep it in step while it plays as drift.js says. All
+ * timing decisions are schedule.js's and drift.js's; this file reads the
+ * clocks, calls them, and drives the Web Audio nodes.
  */
 
 import { computeStart, outputLatencyS, pickOutputTimestamp } from './schedule.js';
+import { DriftController } from './drift.js';
+import { ClockEstimate } from './sync.js';
 import { deviceNowUs, perfNowMs, timeOriginMs } from './deviceclock.js';
 
 // Before the start is audible, a new estimate that moves it by more than this
@@ -18,6 +21,9 @@ const RESCHEDULE_GUARD_S = 0.05;
 // the real context resamples if its own rate differs. 48 kHz is what most
 // phones' outputs run at.
 const PRELOAD_SAMPLE_RATE = 48000;
+// Drift is measured this often (audio-clock seconds) while the track plays:
+// drift.js's loop is tuned for ~1 measurement a second.
+const DRIFT_INTERVAL_S = 1.0;
 
 function audioContextClass() {
   return globalThis.AudioContext ?? globalThis.webkitAudioContext;
@@ -44,8 +50,15 @@ export class Player {
     this.schedule = null;
     this.estimate = null;
     this.source = null;
-    this.start = null; // computeStart's result for this.source
+    this.start = null; // computeStart's result for the playing track (kept across re-aligns)
     this.trackEnded = false;
+    this.drift = new DriftController(); // one per page: its rate estimate is the audio clock's
+    this.lastDriftContextS = -Infinity;
+  }
+
+  /** The drift controller's view for the display: {errorMs, ratePpm, rateEstimatePpm, realigns}. */
+  driftStatus() {
+    return this.drift.status();
   }
 
   get loaded() {
@@ -152,8 +165,19 @@ export class Player {
 
   play(start) {
     this.stopSource();
+    this.source = this.newSource(start.contextWhen, start.offsetS, 1.0);
+    this.drift.start(start.contextWhen, start.offsetS, 1.0);
+    this.lastDriftContextS = -Infinity;
+    this.start = start;
+    this.trackEnded = false;
+    this.onChange();
+  }
+
+  /** A source playing the track from `offsetS` at audio time `when`, at playbackRate `rate`. */
+  newSource(when, offsetS, rate) {
     const source = this.context.createBufferSource();
     source.buffer = this.buffer;
+    source.playbackRate.value = rate;
     source.connect(this.context.destination);
     source.onended = () => {
       if (this.source !== source) return;
@@ -161,10 +185,53 @@ export class Player {
       this.trackEnded = true;
       this.onChange();
     };
-    source.start(start.contextWhen, start.offsetS);
-    this.source = source;
-    this.start = start;
-    this.trackEnded = false;
+    source.start(when, offsetS);
+    return source;
+  }
+
+  /**
+   * Measure how far the audible position is from the schedule and apply the
+   * drift controller's decision. Call it often (every redraw): it measures
+   * once per DRIFT_INTERVAL_S of audio time, once the track is audible.
+   */
+  correctDrift() {
+    const context = this.context;
+    if (!this.source || !this.start || !this.estimate || context.state !== 'running') return;
+    const nowS = context.currentTime;
+    if (nowS < this.start.contextWhen || nowS - this.lastDriftContextS < DRIFT_INTERVAL_S) return;
+    this.lastDriftContextS = nowS;
+    const reported = typeof context.getOutputTimestamp === 'function' ? context.getOutputTimestamp() : undefined;
+    const stamp = pickOutputTimestamp(reported, nowS, perfNowMs());
+    // The audio time heard at performance time stamp.performanceTime: the
+    // fallback pair {currentTime, now} is heard the output latency later.
+    const latencyS = stamp.includesLatency ? 0 : outputLatencyS(context.baseLatency, context.outputLatency);
+    const heardDeviceUs = (timeOriginMs() + stamp.performanceTime) * 1000;
+    const clock = this.estimate instanceof ClockEstimate ? this.estimate : new ClockEstimate(this.estimate);
+    const decision = this.drift.measure({
+      audibleContextTimeS: stamp.contextTime - latencyS,
+      targetPositionS: (clock.deviceToServer(heardDeviceUs) - this.start.startUs) / 1e6,
+      contextNowS: nowS,
+    });
+    if (decision.action === 'rate') {
+      this.source.playbackRate.setValueAtTime(decision.rate, decision.atContextTimeS);
+    } else if (decision.action === 'realign') {
+      this.realign(decision);
+    }
+  }
+
+  /** Hand over to a new source at the decided instant: the old one stops exactly when the new one starts. */
+  realign({ atContextTimeS, positionS, rate }) {
+    const old = this.source;
+    old.onended = null;
+    old.stop(atContextTimeS);
+    if (positionS >= this.buffer.duration) {
+      this.source = null;
+      this.trackEnded = true;
+      this.onChange();
+      return;
+    }
+    this.source = this.newSource(atContextTimeS, positionS, rate);
+    old.onended = () => old.disconnect();
     this.onChange();
   }
 
