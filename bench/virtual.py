@@ -55,6 +55,10 @@ class DeviceRun:
     estimates: int = 0
     checkpoint_errors_ms: list[float] = field(default_factory=list)
     checkpoint_bounds_ms: list[float] = field(default_factory=list)
+    # (true time of receipt in s, the estimate) for every estimate the device got,
+    # when ``simulate(..., record_estimates=True)``: what its playback works from.
+    estimates_received: list[tuple[float, Estimate]] = field(default_factory=list)
+    steps_detected: int = 0
 
 
 class _Device:
@@ -100,6 +104,7 @@ def simulate(
     scenario: Scenario,
     polling: PollingConfig | None = None,
     estimator: EstimatorConfig | None = None,
+    record_estimates: bool = False,
 ) -> DeviceRun:
     """Run one device through ``scenario`` on ``trace``. Deterministic."""
     session = DeviceSession(polling, estimator)
@@ -187,6 +192,8 @@ def simulate(
             assert isinstance(payload, Estimate)
             device.estimate = payload
             run.estimates += 1
+            if record_estimates:
+                run.estimates_received.append((t, payload))
             if payload.bound_us <= TARGET_BOUND_US and math.isinf(run.time_to_target_s):
                 run.time_to_target_s = t - scenario.join_s
             if scheduled and not started:  # the schedule came first: start with this estimate
@@ -209,6 +216,7 @@ def simulate(
             else:
                 run.checkpoint_errors_ms.append(math.nan)
                 run.checkpoint_bounds_ms.append(math.nan)
+    run.steps_detected = session.estimator.steps
     return run
 
 

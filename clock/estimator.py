@@ -1,12 +1,39 @@
-"""A device's clock offset with an error bound that holds, from its samples.
+"""A device's clock offset and rate, with an error bound, from its samples.
 
-First estimator (issue 2): keep a sliding window of samples and, at time
-``now``, use the sample whose guaranteed bound is smallest now. A sample's true
-error is at most half its delay plus the timestamp resolution (``sample``); that
-interval widens by at most the worst relative clock rate times the sample's age.
-Choosing the sample that minimises this sum prefers low-delay samples (the
-delay floor) but lets a slightly slower, fresher sample win over an old one.
-Rate (skew) estimation comes later and will narrow the growth term.
+Every exchange gives two one-way readings (see ``sample``), each a network
+delay plus or minus the offset theta(t) = server - device:
+
+    down_i = t1 - t0 = d_down + (-theta(t_i))      up_i = t3 - t2 = d_up + theta(t_i)
+
+A one-way delay never goes below its path's floor, so the *lower envelope* of
+each series over time is floor -/+ theta(t): delay spikes, loss (late
+retransmissions), reordering, queueing and a busy event loop only ever lift
+points above it. With theta(t) = theta0 + r t, each envelope is a line. Its
+fit is the lower convex hull edge that spans the window's mean time (Moon,
+Skelly and Towsley, "Estimation and removal of clock skew from network delay
+measurements", 1999), and
+
+    theta(t) = (UP(t) - DOWN(t)) / 2      r = (slope_up - slope_down) / 2
+
+up to half the difference of the two floors, a constant asymmetry that no
+two-way method can see. Until the window spans ``min_fit_span_ns``, the rate
+is taken as 0 and each envelope as a constant (the series' minimum).
+
+The bound has two parts, and the smaller one is used:
+- hard: any sample's own interval (its offset +- half its delay, RFC 5905
+  section 8) widened by the worst rate times its age, plus the distance from
+  it to the estimate. It holds whatever the network did.
+- statistical: how far above its floor each envelope may still sit. From the
+  gap G_k between the envelope and the k-th nearest point above it: if points
+  near the floor are roughly evenly spread, the envelope's excess exceeds
+  c_k G_k with probability (1 + c_k)^-k; c_k is chosen for 0.5 % per
+  direction. Plus the rate's uncertainty times the distance from the window's
+  middle, and the timestamp resolutions.
+
+A sample whose own hard interval misses the estimate's interval is suspect.
+Suspects are kept aside; ``STEP_CONFIRMATIONS`` consecutive suspects that agree
+with each other mean the device's clock stepped: the window restarts from
+them. A sample that fits again returns the suspects to the window.
 """
 
 from __future__ import annotations
@@ -17,27 +44,58 @@ from dataclasses import dataclass
 
 from clock.sample import Rejection, Sample
 
+# Miss probability per direction for the statistical bound: two directions
+# make the whole bound hold for 99 % of estimates.
+PER_DIRECTION_MISS = 0.005
+# Points above the envelope used for its gap: more is steadier but assumes
+# an even spread further from the floor.
+GAP_POINTS = 4
+# Consecutive suspect samples, consistent with each other, that confirm a step.
+STEP_CONFIRMATIONS = 3
+# Device clock resolutions recognised from the stamps themselves: Safari and
+# Firefox 1 ms, Chrome 0.1 ms, cross-origin isolated pages 5-20 us.
+KNOWN_RESOLUTIONS_NS = (1_000_000, 100_000, 10_000, 1_000)
+# Stamps needed before the resolution read from them is believed.
+RESOLUTION_EVIDENCE = 8
+# The window is refitted at least this often, even when no sample lies low.
+REFIT_INTERVAL_NS = 30_000_000_000
+# Samples the hard bound is computed from: the lowest-delay and the newest ones.
+HARD_CANDIDATES = 8
+
 
 @dataclass(frozen=True, slots=True)
 class EstimatorConfig:
     """Tuning of the estimator. Units in the names."""
 
-    # Samples kept; at the sparse polling rate (2 s) this is two minutes.
-    window: int = 64
+    # Samples kept, and their maximum age: at the sparse polling rate (2 s)
+    # 256 samples are 8.5 minutes (IRCAM's sync fits its skew over 900 s).
+    window: int = 256
+    max_age_ns: int = 900_000_000_000
     # Phones: crystals +-20 ppm, sound cards quoted at +-100 ppm (FIELD-NOTES);
     # 200 ppm covers a +-100 ppm device against a server that is not perfect.
     max_rate_error_ppm: float = 200.0
+    # The rate is fitted once the window spans this long and holds this many samples.
+    min_fit_span_ns: int = 20_000_000_000
+    min_fit_samples: int = 12
+    # A crystal's rate wanders with temperature by a fraction of a ppm over minutes.
+    rate_wander_ppm: float = 0.5
     # Device timestamp resolution: 1 ms covers Safari and Firefox (Chrome: 0.1 ms).
     device_resolution_ns: int = 1_000_000
     # Server timestamp resolution (monotonic_ns on Linux is far finer than this).
     server_resolution_ns: int = 1_000
 
     def __post_init__(self) -> None:
-        if self.window < 1:
-            raise ValueError(f"window: expected at least 1 sample, found {self.window}")
-        if not (math.isfinite(self.max_rate_error_ppm) and self.max_rate_error_ppm >= 0):
-            raise ValueError(f"max_rate_error_ppm: expected a finite number >= 0, found {self.max_rate_error_ppm}")
-        for name in ("device_resolution_ns", "server_resolution_ns"):
+        if self.window < 2:
+            raise ValueError(f"window: expected at least 2 samples, found {self.window}")
+        if self.max_age_ns <= 0:
+            raise ValueError(f"max_age_ns: expected a positive duration, found {self.max_age_ns}")
+        for name in ("max_rate_error_ppm", "rate_wander_ppm"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name}: expected a finite number >= 0, found {value}")
+        if self.min_fit_samples < 3:
+            raise ValueError(f"min_fit_samples: expected at least 3, found {self.min_fit_samples}")
+        for name in ("device_resolution_ns", "server_resolution_ns", "min_fit_span_ns"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: expected nanoseconds >= 0, found {getattr(self, name)}")
 
@@ -47,8 +105,8 @@ class ClockEstimate:
     """Server clock minus device clock, valid at server time ``at_server_ns``.
 
     The true offset lies within ``offset_ns +- bound_ns`` at ``at_server_ns``; the
-    interval widens by ``bound_growth_ppm`` of the time elapsed since.
-    ``rate_ppm`` is how fast the offset changes (0 until rate estimation exists).
+    interval widens by ``bound_growth_ppm`` of the time elapsed since. The offset
+    changes by ``rate_ppm`` of the elapsed time.
     """
 
     at_server_ns: int
@@ -67,48 +125,274 @@ class ClockEstimate:
         return self.bound_ns + self.bound_growth_ppm * 1e-6 * abs(server_ns - self.at_server_ns)
 
 
+@dataclass(frozen=True, slots=True)
+class _Envelope:
+    """A lower line y = value + slope * (t - t_ref) under one direction's points, and its gap."""
+
+    value: float
+    slope: float
+    gap: float  # distance from the line to the GAP_POINTS-th point above those on it
+    gap_points: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Fit:
+    t_ref: float  # server ns, the window's mean time
+    offset_ns: float  # at t_ref
+    rate: float  # d offset / d t (dimensionless)
+    rate_bound: float  # uncertainty of ``rate``, dimensionless
+    stat_bound_ns: float  # statistical bound at t_ref, before rate and resolution terms
+    span_ns: float
+    made_at_ns: int
+    sloped: bool
+    theta0: float  # readings are stored relative to this offset
+    half_resolution: float
+    down: _Envelope
+    up: _Envelope
+
+    def residuals(self, sample: Sample) -> tuple[float, float]:
+        """How far above each envelope a sample's readings lie (ns)."""
+        dt = sample.server_mid_ns - self.t_ref
+        down = float(sample.t1_device_ns - sample.t0_server_ns) + self.half_resolution + self.theta0
+        up = float(sample.t3_server_ns - sample.t2_device_ns) - self.half_resolution - self.theta0
+        return (
+            down - (self.down.value + self.down.slope * dt),
+            up - (self.up.value + self.up.slope * dt),
+        )
+
+
+def _gap_factor(k: int) -> float:
+    """c_k with (1 + c_k)^-k = PER_DIRECTION_MISS."""
+    return float(PER_DIRECTION_MISS ** (-1.0 / k) - 1.0)
+
+
+def _lower_envelope(ts: list[float], ys: list[float], t_ref: float, fit_slope: bool, max_slope: float) -> _Envelope:
+    """The lower envelope of points (t, y), t ascending, as a line about ``t_ref``.
+
+    The slope is kept within +-``max_slope``: a steeper edge only joins a low
+    point to points that never came down to the floor (a stall, a burst of
+    retransmissions), it is not a clock rate.
+    """
+    if fit_slope:
+        hull: list[int] = []
+        for i in range(len(ts)):
+            while len(hull) >= 2:
+                o, a = hull[-2], hull[-1]
+                cross = (ts[a] - ts[o]) * (ys[i] - ys[o]) - (ys[a] - ys[o]) * (ts[i] - ts[o])
+                if cross <= 0:
+                    hull.pop()
+                else:
+                    break
+            hull.append(i)
+        # The hull edge spanning t_ref minimises the total distance to the points.
+        slope = 0.0
+        for j in range(len(hull) - 1):
+            p, q = hull[j], hull[j + 1]
+            if ts[p] <= t_ref <= ts[q] and ts[q] > ts[p]:
+                slope = (ys[q] - ys[p]) / (ts[q] - ts[p])
+                break
+        on_line = 2
+        if abs(slope) > max_slope:
+            slope = math.copysign(max_slope, slope)
+            on_line = 1
+        # The line of that slope resting on the lowest point (a hull vertex).
+        value = min(y - slope * (t - t_ref) for t, y in zip(ts, ys))
+    else:
+        slope = 0.0
+        value = min(ys)
+        on_line = 1
+    residuals = sorted(y - (value + slope * (t - t_ref)) for t, y in zip(ts, ys))
+    k = min(GAP_POINTS, len(residuals) - on_line)
+    gap = residuals[on_line - 1 + k] if k >= 1 else math.inf
+    return _Envelope(value, slope, max(gap, 0.0), k)
+
+
 class OffsetEstimator:
-    """Offset of one device's clock, from samples fed in order of arrival."""
+    """Offset and rate of one device's clock, from samples fed in order of arrival."""
 
     def __init__(self, config: EstimatorConfig | None = None) -> None:
         self.config = config or EstimatorConfig()
         self._samples: deque[Sample] = deque(maxlen=self.config.window)
+        self._suspects: list[Sample] = []
+        self._fit: _Fit | None = None
+        self._hard_candidates: list[Sample] = []
+        self.steps = 0  # clock steps detected (window restarts)
+        # Device resolution: the largest known one that divides every stamp's
+        # distance from the first stamp (a coarse clock floors its readings).
+        self._stamp_origin: int | None = None
+        self._stamps_seen = 0
+        self._resolution_candidates = list(KNOWN_RESOLUTIONS_NS)
+
+    @property
+    def device_resolution_ns(self) -> int:
+        """The device clock's resolution read from its stamps, or the configured default."""
+        if self._stamps_seen >= RESOLUTION_EVIDENCE and self._resolution_candidates:
+            return min(self._resolution_candidates[0], self.config.device_resolution_ns)
+        return self.config.device_resolution_ns
+
+    def _observe_stamps(self, sample: Sample) -> None:
+        for stamp in (sample.t1_device_ns, sample.t2_device_ns):
+            if self._stamp_origin is None:
+                self._stamp_origin = stamp
+                continue
+            diff = stamp - self._stamp_origin
+            self._resolution_candidates = [r for r in self._resolution_candidates if diff % r == 0]
+        self._stamps_seen += 1
 
     def __len__(self) -> int:
         return len(self._samples)
 
     def add(self, sample: Sample) -> Rejection | None:
-        """Take a sample. Returns None if kept, or why it was not."""
-        if any(s == sample for s in self._samples):
+        """Take a sample. Returns None if kept, or why it was not (kept aside as a suspect)."""
+        if sample in self._samples or sample in self._suspects:
             return Rejection.DUPLICATE
+        self._observe_stamps(sample)
+        if self._fit is not None and not self._consistent(sample):
+            if self._suspects and not _agree(self._suspects[-1], sample):
+                self._suspects.clear()
+            self._suspects.append(sample)
+            if len(self._suspects) >= STEP_CONFIRMATIONS:
+                self.steps += 1
+                self._samples.clear()
+                self._samples.extend(self._suspects)
+                self._suspects.clear()
+                self._refit(sample.t3_server_ns)
+                return None
+            return Rejection.OUTLIER
+        if self._suspects:  # they were surprising, not a step: they are data
+            self._samples.extend(self._suspects)
+            self._suspects.clear()
+            self._fit = None  # force a refit
         self._samples.append(sample)
+        self._hard_candidates.append(sample)
+        if self._needs_refit(sample):
+            self._refit(sample.t3_server_ns)
         return None
 
-    def reset(self) -> None:
-        """Forget every sample (the device's clock stepped, or it restarted)."""
-        self._samples.clear()
+    def _needs_refit(self, sample: Sample) -> bool:
+        """Whether a new sample can change the fit: it lies low, or the fit is stale or young.
 
-    def sample_bound_ns(self, sample: Sample, now_server_ns: int) -> float:
-        """The guaranteed error of ``sample``'s offset, as of server time ``now``."""
-        cfg = self.config
-        age_ns = max(0.0, now_server_ns - sample.server_mid_ns)
-        return (
-            sample.delay_ns / 2
-            + 1.5 * cfg.device_resolution_ns
-            + cfg.server_resolution_ns
-            + cfg.max_rate_error_ppm * 1e-6 * age_ns
-        )
+        A reading further above its envelope than the envelope's gap neither
+        moves the envelope nor its gap; skipping those refits keeps a sparse
+        sample's cost O(1) in the common case (the window is refitted at least
+        every REFIT_INTERVAL_NS for ageing and the mean time's drift).
+        """
+        fit = self._fit
+        if fit is None or len(self._samples) < 2 * self.config.min_fit_samples:
+            return True
+        if sample.t3_server_ns - fit.made_at_ns >= REFIT_INTERVAL_NS:
+            return True
+        if not fit.sloped and sample.server_mid_ns - self._samples[0].server_mid_ns >= self.config.min_fit_span_ns:
+            return True
+        down, up = fit.residuals(sample)
+        return down <= fit.down.gap or up <= fit.up.gap
+
+    def reset(self) -> None:
+        """Forget every sample (the device restarted)."""
+        self._samples.clear()
+        self._suspects.clear()
+        self._hard_candidates.clear()
+        self._fit = None
 
     def estimate(self, now_server_ns: int) -> ClockEstimate | None:
         """The best estimate as of server time ``now``, or None before any sample."""
-        if not self._samples:
+        fit = self._fit
+        if fit is None:
             return None
-        best = min(self._samples, key=lambda s: self.sample_bound_ns(s, now_server_ns))
+        cfg = self.config
+        dt = now_server_ns - fit.t_ref
+        offset = fit.offset_ns + fit.rate * dt
+        # After centring (see _refit), each device stamp is off by at most half
+        # the resolution; the offset by at most the resolution.
+        resolution = self.device_resolution_ns + cfg.server_resolution_ns
+        stat = fit.stat_bound_ns + fit.rate_bound * abs(dt) + resolution
+        hard = self._hard_bound(offset, now_server_ns) + resolution
         return ClockEstimate(
             at_server_ns=now_server_ns,
-            offset_ns=best.offset_ns,
-            bound_ns=self.sample_bound_ns(best, now_server_ns),
-            rate_ppm=0.0,
-            bound_growth_ppm=self.config.max_rate_error_ppm,
+            offset_ns=offset,
+            bound_ns=min(stat, hard),
+            rate_ppm=fit.rate * 1e6,
+            bound_growth_ppm=min(fit.rate_bound * 1e6, cfg.max_rate_error_ppm),
             samples=len(self._samples),
         )
+
+    # --- internals -------------------------------------------------------------
+
+    def _hard_bound(self, offset: float, now_ns: int) -> float:
+        worst = self.config.max_rate_error_ppm * 1e-6
+        best = math.inf
+        for s in self._hard_candidates:
+            age = abs(now_ns - s.server_mid_ns)
+            best = min(best, abs(offset - s.offset_ns) + s.delay_ns / 2 * (1 + worst) + worst * age)
+        return best
+
+    def _consistent(self, sample: Sample) -> bool:
+        """Does the sample's own interval meet the current estimate's interval?"""
+        estimate = self.estimate(int(sample.server_mid_ns))
+        assert estimate is not None
+        slack = 1.5 * self.device_resolution_ns + self.config.server_resolution_ns
+        return abs(sample.offset_ns - estimate.offset_ns) <= sample.delay_ns / 2 + estimate.bound_ns + slack
+
+    def _refit(self, now_ns: int) -> None:
+        cfg = self.config
+        while self._samples and now_ns - self._samples[0].server_mid_ns > cfg.max_age_ns:
+            self._samples.popleft()
+        samples = sorted(self._samples, key=lambda s: s.server_mid_ns)
+        if not samples:
+            self._fit = None
+            self._hard_candidates = []
+            return
+        lowest = sorted(samples, key=lambda s: s.delay_ns)[:HARD_CANDIDATES]
+        self._hard_candidates = lowest + [s for s in samples[-HARD_CANDIDATES:] if s not in lowest]
+        base = samples[0]
+        t0 = base.server_mid_ns
+        # Small numbers: times relative to the first sample, readings relative to its offset.
+        ts = [s.server_mid_ns - t0 for s in samples]
+        theta0 = base.offset_ns
+        # A coarse device clock floors its stamps: the true instant is up to one
+        # resolution later. Centring both stamps makes the two envelopes pick up
+        # the same bias, which cancels in (UP - DOWN) / 2; uncentred, it would
+        # leave half a resolution of offset (0.5 ms on Safari).
+        half = self.device_resolution_ns / 2
+        downs = [float(s.t1_device_ns - s.t0_server_ns) + half + theta0 for s in samples]
+        ups = [float(s.t3_server_ns - s.t2_device_ns) - half - theta0 for s in samples]
+        span = ts[-1] - ts[0]
+        t_ref = sum(ts) / len(ts)
+        fit_slope = span >= cfg.min_fit_span_ns and len(samples) >= cfg.min_fit_samples
+        max_slope = cfg.max_rate_error_ppm * 1e-6
+        down = _lower_envelope(ts, downs, t_ref, fit_slope, max_slope)
+        up = _lower_envelope(ts, ups, t_ref, fit_slope, max_slope)
+        excess = max(_gap_factor(down.gap_points) * down.gap if down.gap_points else math.inf,
+                     _gap_factor(up.gap_points) * up.gap if up.gap_points else math.inf)
+        if fit_slope:
+            rate = (up.slope - down.slope) / 2
+            # Each slope may be off by about its envelope's excess over the span;
+            # where the two directions disagree on the rate, believe the difference.
+            rate_bound = (
+                excess / span
+                + abs(up.slope + down.slope) / 2
+                + cfg.rate_wander_ppm * 1e-6
+            )
+            rate_bound = min(rate_bound, cfg.max_rate_error_ppm * 1e-6)
+        else:
+            rate = 0.0
+            rate_bound = cfg.max_rate_error_ppm * 1e-6
+        self._fit = _Fit(
+            t_ref=t0 + t_ref,
+            offset_ns=theta0 + (up.value - down.value) / 2,
+            rate=rate,
+            rate_bound=rate_bound,
+            stat_bound_ns=excess / 2,
+            span_ns=span,
+            made_at_ns=now_ns,
+            sloped=fit_slope,
+            theta0=theta0,
+            half_resolution=half,
+            down=_Envelope(down.value, down.slope, down.gap, down.gap_points),
+            up=_Envelope(up.value, up.slope, up.gap, up.gap_points),
+        )
+
+
+def _agree(a: Sample, b: Sample) -> bool:
+    """Could both samples see the same offset (their intervals overlap, ignoring rate)?"""
+    return abs(a.offset_ns - b.offset_ns) <= (a.delay_ns + b.delay_ns) / 2 + 2_000_000

@@ -25,7 +25,9 @@ class PollingConfig:
 
     # Exchanges in the join burst and their spacing: 12 x 50 ms gives a first
     # estimate in well under a second on 4G (Beatsync: 16 probes at 50 ms).
+    # The burst goes on, up to ``burst_max``, while the bound is above target.
     burst_count: int = 12
+    burst_max: int = 40
     burst_interval_ns: int = 50_000_000
     # Afterwards: one exchange every 2 s (Beatsync: 2.5 s; snapcast: 1 s) ...
     sparse_interval_ns: int = 2_000_000_000
@@ -59,6 +61,8 @@ class DeviceSession:
         self._outstanding: OrderedDict[int, int] = OrderedDict()  # seq -> t0 ns
         self._last_send_ns: int | None = None
         self._accepted = 0
+        self._burst_start = 0  # accepted count when the current burst began
+        self._steps_seen = 0
         self.rejections: dict[Rejection, int] = {}
 
     def next_deadline(self, now_ns: int) -> int:
@@ -106,10 +110,16 @@ class DeviceSession:
         return self.estimator.estimate(now_ns)
 
     def _interval_ns(self, now_ns: int) -> int:
-        if self._accepted < self.polling.burst_count:
+        if self.estimator.steps != self._steps_seen:  # the clock stepped: burst again
+            self._steps_seen = self.estimator.steps
+            self._burst_start = self._accepted
+        in_burst = self._accepted - self._burst_start
+        if in_burst < self.polling.burst_count:
             return self.polling.burst_interval_ns
         estimate = self.estimator.estimate(now_ns)
         if estimate is None or estimate.bound_ns > self.polling.target_bound_ns:
+            if in_burst < self.polling.burst_max:
+                return self.polling.burst_interval_ns
             return self.polling.boost_interval_ns
         return self.polling.sparse_interval_ns
 
