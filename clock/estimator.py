@@ -280,12 +280,14 @@ class OffsetEstimator:
         fit = self._fit
         if fit is None or len(self._samples) < 2 * self.config.min_fit_samples:
             return True
-        if sample.t3_server_ns - fit.made_at_ns >= REFIT_INTERVAL_NS:
+        # Refit at least every REFIT_INTERVAL_NS, and more often while the window is young.
+        if sample.t3_server_ns - fit.made_at_ns >= min(REFIT_INTERVAL_NS, fit.span_ns / 4):
             return True
         if not fit.sloped and sample.server_mid_ns - self._samples[0].server_mid_ns >= self.config.min_fit_span_ns:
             return True
         down, up = fit.residuals(sample)
-        return down <= fit.down.gap or up <= fit.up.gap
+        floor = 2 * fit.half_resolution  # a coarse clock ties many points at the floor
+        return down <= max(fit.down.gap, floor) or up <= max(fit.up.gap, floor)
 
     def reset(self) -> None:
         """Forget every sample (the device restarted)."""
@@ -357,7 +359,9 @@ class OffsetEstimator:
         downs = [float(s.t1_device_ns - s.t0_server_ns) + half + theta0 for s in samples]
         ups = [float(s.t3_server_ns - s.t2_device_ns) - half - theta0 for s in samples]
         span = ts[-1] - ts[0]
-        t_ref = sum(ts) / len(ts)
+        # The middle of the span, not the mean time: the join burst crowds many
+        # samples into its first seconds, and the line should not pivot there.
+        t_ref = (ts[0] + ts[-1]) / 2
         fit_slope = span >= cfg.min_fit_span_ns and len(samples) >= cfg.min_fit_samples
         max_slope = cfg.max_rate_error_ppm * 1e-6
         down = _lower_envelope(ts, downs, t_ref, fit_slope, max_slope)
@@ -366,10 +370,11 @@ class OffsetEstimator:
                      _gap_factor(up.gap_points) * up.gap if up.gap_points else math.inf)
         if fit_slope:
             rate = (up.slope - down.slope) / 2
-            # Each slope may be off by about its envelope's excess over the span;
-            # where the two directions disagree on the rate, believe the difference.
+            # Each slope may be off by about its envelope's excess over the span
+            # (and a coarse clock hides where in its step the floor is); where
+            # the two directions disagree on the rate, believe the difference.
             rate_bound = (
-                excess / span
+                (excess + 2 * half) / span
                 + abs(up.slope + down.slope) / 2
                 + cfg.rate_wander_ppm * 1e-6
             )

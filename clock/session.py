@@ -71,11 +71,15 @@ class DeviceSession:
             return now_ns
         # Only the newest ping holds back the next one: an older ping lost long
         # ago must not stall polling once a later one was answered.
+        # During the join burst pings are pipelined (TCP keeps them in order), so
+        # a slow path still yields a sample every burst interval.
         newest_outstanding = (self._next_seq - 1) % SEQ_MODULO in self._outstanding
-        waiting = newest_outstanding and now_ns - self._last_send_ns < self.polling.answer_timeout_ns
+        interval = self._interval_ns(now_ns)
+        pipelined = interval == self.polling.burst_interval_ns and len(self._outstanding) < self.polling.max_outstanding
+        waiting = newest_outstanding and not pipelined and now_ns - self._last_send_ns < self.polling.answer_timeout_ns
         if waiting:
             return self._last_send_ns + self.polling.answer_timeout_ns
-        return self._last_send_ns + self._interval_ns(now_ns)
+        return self._last_send_ns + interval
 
     def poll(self, now_ns: int) -> tuple[int, int] | None:
         """``(seq, t0_ns)`` of a ping to send now, or None if none is due yet."""
