@@ -9,6 +9,7 @@ start error of each device is known exactly.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,8 +60,11 @@ class _DelayLine:
 
     def put(self, data: bytes) -> None:
         loop = asyncio.get_running_loop()
+        delay = self._delay()
+        if math.isnan(delay):
+            return  # no network: the message is lost with the connection
         # TCP keeps order: a message never overtakes the one before it.
-        due = max(loop.time() + self._delay(), self._last_due)
+        due = max(loop.time() + delay, self._last_due)
         self._last_due = due
         self._queue.put_nowait((due, data))
 

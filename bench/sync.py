@@ -1,6 +1,6 @@
 """Start accuracy over real sockets: N simulated devices, one real server, known truth.
 
-    python -m bench.sync [--devices 50] [--seed 1] [--network jitter|lan]
+    python -m bench.sync [--devices 50] [--seed 1] [--network jitter|lan|wifi|4g|crowd]
                          [--warmup-s 5] [--lead-ms 2000] [--out bench/RESULTS.md]
 
 The server runs in this process on 127.0.0.1:0, by default in its own thread
@@ -44,7 +44,8 @@ import numpy
 import websockets
 from aiohttp import web
 
-from bench.devices import SimClock, SimDevice, _DelayLine, uniform_delay
+from bench import netmodels
+from bench.devices import DelayFn, SimClock, SimDevice, _DelayLine, uniform_delay
 from protocol import PROTOCOL_VERSION, decode, encode
 from protocol.messages import SERVER_TO_ORGANIZER, Error, Hello, Overview, Start
 from server.app import HUB, make_app
@@ -53,9 +54,11 @@ from server.hub import Hub, ShowSpec
 
 # One-way delay per direction, seconds, drawn uniformly per message.
 NETWORKS: dict[str, tuple[float, float]] = {
-    "lan": (0.0005, 0.0015),  # wired or quiet Wi-Fi: about a millisecond
-    "jitter": (0.010, 0.040),  # busy Wi-Fi or 4G: tens of ms, varying message to message
+    "jitter": (0.010, 0.040),  # tens of ms, varying message to message, symmetric
 }
+# The named, seeded models of bench.netmodels (the same delay fields as the
+# virtual-time runs and the peers), replayed against the wall clock.
+TRACE_NETWORKS = netmodels.MODELS
 DEFAULT_NETWORK = "jitter"
 # Phone clocks: any offset (they are not NTP-set to the server) and crystal
 # skews up to the +-100 ppm quoted for sound cards (clock/estimator.py).
@@ -160,7 +163,11 @@ def _percentile_or_never(finite: Sequence[float], never: int, q: float) -> float
 
 def format_table(summary: Summary, network: str) -> str:
     """The summary as a markdown table, one row."""
-    low, high = NETWORKS.get(network, (math.nan, math.nan))
+    if network in NETWORKS:
+        low, high = NETWORKS[network]
+        described = f"{network} ({low * 1e3:g}-{high * 1e3:g} ms one way)"
+    else:
+        described = f"{network} (bench.netmodels)"
     header = (
         "| devices | network | abs start error p50 / p95 / p99 / max (ms) | bound p50 / p99 (ms) "
         f"| coverage | command to last schedule (ms) | bound <= {TARGET_BOUND_US / 1000:g} ms after join p50 / p99 (s) |"
@@ -168,7 +175,7 @@ def format_table(summary: Summary, network: str) -> str:
     rule = "|---:|---|---|---|---:|---:|---|"
     devices = f"{summary.devices}" if summary.scheduled == summary.devices else f"{summary.scheduled}/{summary.devices}"
     row = (
-        f"| {devices} | {network} ({low * 1e3:g}-{high * 1e3:g} ms one way) "
+        f"| {devices} | {described} "
         f"| {summary.error_p50_ms:.3f} / {summary.error_p95_ms:.3f} / {summary.error_p99_ms:.3f} / {summary.error_max_ms:.3f} "
         f"| {summary.bound_p50_ms:.2f} / {summary.bound_p99_ms:.2f} "
         f"| {summary.coverage_pct:.1f} % "
@@ -321,17 +328,33 @@ class BenchConfig:
 def make_devices(config: BenchConfig, true_now_ns: Callable[[], int]) -> list[BenchDevice]:
     """Seeded devices: clock offset, skew and each direction's delays from ``config.seed``."""
     rng = random.Random(config.seed)
-    low_s, high_s = NETWORKS[config.network]
     epoch_ns = true_now_ns()
     devices = []
     for i in range(config.devices):
         clock = SimClock(rng.randint(-MAX_OFFSET_NS, MAX_OFFSET_NS), rng.uniform(-MAX_SKEW_PPM, MAX_SKEW_PPM), epoch_ns)
-        # Each direction draws from its own generator, so the delays a device
-        # sees do not depend on how the event loop interleaves devices.
-        uplink = uniform_delay(random.Random(rng.getrandbits(64)), low_s, high_s)
-        downlink = uniform_delay(random.Random(rng.getrandbits(64)), low_s, high_s)
+        uplink, downlink = _delays(config, rng, i, epoch_ns, true_now_ns)
         devices.append(BenchDevice(clock, true_now_ns, uplink, downlink, name=f"bench-{i:03d}"))
     return devices
+
+
+def _delays(
+    config: BenchConfig, rng: random.Random, index: int, epoch_ns: int, true_now_ns: Callable[[], int]
+) -> tuple[DelayFn, DelayFn]:
+    """The device's uplink and downlink delay functions (seconds; NaN: the network is gone)."""
+    if config.network in NETWORKS:
+        low_s, high_s = NETWORKS[config.network]
+        # Each direction draws from its own generator, so the delays a device
+        # sees do not depend on how the event loop interleaves devices.
+        return (
+            uniform_delay(random.Random(rng.getrandbits(64)), low_s, high_s),
+            uniform_delay(random.Random(rng.getrandbits(64)), low_s, high_s),
+        )
+    trace = netmodels.make_trace(config.network, config.seed, index, config.timeout_s + 5.0)
+
+    def since_start() -> float:
+        return (true_now_ns() - epoch_ns) / 1e9
+
+    return (lambda: trace.up(since_start())), (lambda: trace.down(since_start()))
 
 
 async def run_devices(config: BenchConfig, served: Served) -> list[DeviceResult]:
@@ -407,7 +430,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, Path | N
     parser = argparse.ArgumentParser(prog="python -m bench.sync", description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=50, help="simulated devices (default 50)")
     parser.add_argument("--seed", type=int, default=1, help="seed of clocks and delays (default 1)")
-    parser.add_argument("--network", choices=sorted(NETWORKS), default=DEFAULT_NETWORK, help=f"delay model (default {DEFAULT_NETWORK})")
+    parser.add_argument("--network", choices=sorted(NETWORKS) + list(TRACE_NETWORKS), default=DEFAULT_NETWORK, help=f"delay model (default {DEFAULT_NETWORK})")
     parser.add_argument("--warmup-s", type=float, default=5.0, help="sync time after the last join, before the start (default 5)")
     parser.add_argument("--lead-ms", type=int, default=2000, help="the start's lead, 1000..86400000 ms (default 2000)")
     parser.add_argument("--server", choices=("thread", "shared"), default="thread", help="server in its own thread and loop (default) or in the devices' loop")
