@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 
-from clock.estimator import EstimatorConfig
+from clock.estimator import STEP_CONFIRMATIONS, EstimatorConfig
 from clock.sample import Rejection, Sample
 from clock.session import SEQ_MODULO, DeviceSession, PollingConfig
 
@@ -15,25 +16,40 @@ S = 1_000_000_000
 DEVICE_AHEAD_NS = 2 * S  # the simulated device's clock reads server + 2 s
 
 
-def answer(session: DeviceSession, ping: tuple[int, int], delay_ns: int, turnaround_ns: int = 0) -> Sample | Rejection:
+def answer(
+    session: DeviceSession, ping: tuple[int, int], delay_ns: int, turnaround_ns: int = 0, device_ahead_ns: int = DEVICE_AHEAD_NS
+) -> Sample | Rejection:
     """Pong for ``ping`` over a symmetric path of round trip ``delay_ns``; returns what the session made of it."""
     seq, t0_ns = ping
-    t1 = t0_ns + delay_ns // 2 + DEVICE_AHEAD_NS
+    t1 = t0_ns + delay_ns // 2 + device_ahead_ns
     t3 = t0_ns + delay_ns + turnaround_ns
     return session.receive_pong(seq, t0_ns // 1000, t1, t1 + turnaround_ns, t3)
 
 
-def run_prompt_device(session: DeviceSession, start_ns: int, until_ns: int, delay_ns: int) -> list[int]:
-    """Drive the session by its deadlines, answering each ping after ``delay_ns``; returns ping times."""
+def run_prompt_device(
+    session: DeviceSession,
+    start_ns: int,
+    until_ns: int,
+    delay_ns: Callable[[int], int],
+    device_ahead_ns: Callable[[int], int] = lambda index: DEVICE_AHEAD_NS,
+) -> tuple[list[int], list[Sample | Rejection]]:
+    """Drive the session by its deadlines, answering ping i after ``delay_ns(i)``; returns ping times and results."""
     sent: list[int] = []
+    results: list[Sample | Rejection] = []
     now = start_ns
     while now <= until_ns:
         ping = session.poll(now)
         assert ping is not None, "poll at next_deadline must send"
+        delay = delay_ns(len(sent))
+        assert delay < session.polling.burst_interval_ns  # answered before the next ping is due
+        results.append(answer(session, ping, delay, device_ahead_ns=device_ahead_ns(len(sent))))
         sent.append(now)
-        assert isinstance(answer(session, ping, delay_ns), Sample)
-        now = session.next_deadline(now + delay_ns)
-    return sent
+        now = session.next_deadline(now + delay)
+    return sent, results
+
+
+def gaps_ms(sent: list[int]) -> list[float]:
+    return [(b - a) / MS for a, b in zip(sent, sent[1:])]
 
 
 def test_first_poll_sends_at_once() -> None:
@@ -44,8 +60,8 @@ def test_first_poll_sends_at_once() -> None:
 
 
 def test_estimate_is_none_until_a_pong() -> None:
-    """The session has no estimate before its first accepted pong, and one after."""
-    session = DeviceSession()
+    """The session has no estimate before its first accepted pong, and one holding the device's offset after."""
+    session = DeviceSession(estimator=EstimatorConfig(device_resolution_ns=0))
     ping = session.poll(1 * S)
     assert ping is not None and session.estimate(1 * S) is None
     assert isinstance(answer(session, ping, 4 * MS), Sample)
@@ -54,17 +70,70 @@ def test_estimate_is_none_until_a_pong() -> None:
 
 
 def test_burst_then_sparse_when_bound_meets_target() -> None:
-    """Answered in 2 ms: 12 pings 50 ms apart, then one every 2 s (bound about 2.9 ms <= 5 ms)."""
-    sent = run_prompt_device(DeviceSession(), 10 * S, 20 * S, delay_ns=2 * MS)
-    assert sent[:12] == [10 * S + i * 50 * MS for i in range(12)]
-    assert [b - a for a, b in zip(sent[11:], sent[12:])] == [2 * S] * 4
+    """Answered in 2 ms: 12 pings 50 ms apart, then one every 2 s (bound about 2 ms <= 5 ms)."""
+    session = DeviceSession()
+    sent, _ = run_prompt_device(session, 10 * S, 20 * S, delay_ns=lambda index: 2 * MS)
+    assert gaps_ms(sent) == [50] * 11 + [2000] * 4
+    estimate = session.estimate(sent[-1])
+    assert estimate is not None and estimate.bound_ns <= 5 * MS
 
 
-def test_burst_then_boost_when_bound_above_target() -> None:
-    """Answered in 20 ms: after the burst, one ping every 500 ms (bound about 11.5 ms > 5 ms)."""
-    sent = run_prompt_device(DeviceSession(), 10 * S, 15 * S, delay_ns=20 * MS)
-    assert sent[:12] == [10 * S + i * 50 * MS for i in range(12)]
-    assert set(b - a for a, b in zip(sent[11:], sent[12:])) == {500 * MS}
+def test_burst_continues_to_burst_max_then_boosts_while_bound_above_target() -> None:
+    """With the bound never under target (0.5 ms < 1 ms resolution): 40 pings 50 ms apart, then every 500 ms."""
+    session = DeviceSession(PollingConfig(target_bound_ns=500_000))
+    sent, _ = run_prompt_device(session, 10 * S, 14 * S, delay_ns=lambda index: 2 * MS)
+    assert gaps_ms(sent) == [50] * 39 + [500] * 4
+    estimate = session.estimate(sent[-1])
+    assert estimate is not None and estimate.bound_ns > 500_000
+
+
+def test_burst_ends_between_burst_count_and_burst_max_once_bound_meets_target() -> None:
+    """Pongs of 20 ms then 44 ms keep the bound above 5 ms past the 12th ping; the first 2 ms pong (20th) ends the burst."""
+    session = DeviceSession()
+    sent, _ = run_prompt_device(session, 10 * S, 16 * S, delay_ns=lambda index: 20 * MS if index == 0 else 44 * MS if index < 19 else 2 * MS)
+    assert gaps_ms(sent) == [50] * 19 + [2000] * 2
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_interval_follows_the_bound_at_every_poll(seed: int) -> None:
+    """On random 1-45 ms pongs, each interval is: burst for 12, burst while bound > 5 ms up to 40, then 500 ms, else 2 s."""
+    rng = random.Random(seed)
+    session = DeviceSession()
+    now = 10 * S
+    for index in range(120):
+        ping = session.poll(now)
+        assert ping is not None
+        delay = int(rng.uniform(1, 45) * MS)
+        assert isinstance(answer(session, ping, delay), Sample)
+        estimate = session.estimate(now + delay)
+        assert estimate is not None
+        if index + 1 < 12:
+            expected = 50 * MS
+        elif estimate.bound_ns > 5 * MS:
+            expected = 50 * MS if index + 1 < 40 else 500 * MS
+        else:
+            expected = 2 * S
+        assert session.next_deadline(now + delay) - now == expected, (index, estimate)
+        now += expected
+
+
+def test_detected_clock_step_restarts_the_burst() -> None:
+    """Sparse at 2 s; the device clock steps +300 ms: 2 OUTLIER pongs, the 3rd confirms, then 12 pings 50 ms apart."""
+    session = DeviceSession()
+    sent, results = run_prompt_device(
+        session, 10 * S, 40 * S, delay_ns=lambda index: 2 * MS,
+        device_ahead_ns=lambda index: DEVICE_AHEAD_NS + (300 * MS if index >= 15 else 0),
+    )
+    assert results[15:17] == [Rejection.OUTLIER] * (STEP_CONFIRMATIONS - 1)
+    assert all(isinstance(result, Sample) for result in results[:15] + results[17:])
+    assert session.estimator.steps == 1
+    assert gaps_ms(sent)[:11] == [50] * 11
+    assert gaps_ms(sent)[11:17] == [2000] * 6  # pings 12-17: sparse, including the three after the step
+    assert gaps_ms(sent)[17:29] == [50] * 12  # the burst again, from the confirming pong
+    assert set(gaps_ms(sent)[29:]) == {2000}
+    estimate = session.estimate(sent[-1])
+    assert estimate is not None and abs(estimate.offset_ns + DEVICE_AHEAD_NS + 300 * MS) <= estimate.bound_ns
+    assert session.rejections == {Rejection.OUTLIER: STEP_CONFIRMATIONS - 1}
 
 
 def test_no_ping_before_the_interval() -> None:
@@ -76,9 +145,12 @@ def test_no_ping_before_the_interval() -> None:
     assert session.poll(50 * MS) == (1, 50 * MS)
 
 
+NO_BURST = PollingConfig(burst_count=0, burst_max=0)
+
+
 def test_good_samples_switch_boost_to_sparse() -> None:
     """With no burst, a slow pong gives the 500 ms interval and a fast one the 2 s interval."""
-    session = DeviceSession(PollingConfig(burst_count=0))
+    session = DeviceSession(NO_BURST)
     first = session.poll(0)
     assert first is not None and isinstance(answer(session, first, 40 * MS), Sample)
     assert session.next_deadline(40 * MS) == 500 * MS
@@ -88,20 +160,48 @@ def test_good_samples_switch_boost_to_sparse() -> None:
 
 
 def test_boost_without_any_estimate() -> None:
-    """With no burst and no accepted sample, an answered-in-time session polls at the boost interval."""
-    session = DeviceSession(PollingConfig(burst_count=0, answer_timeout_ns=100 * MS))
+    """With no burst and no accepted sample, a session past its answer timeout polls at the boost interval."""
+    session = DeviceSession(PollingConfig(burst_count=0, burst_max=0, answer_timeout_ns=100 * MS))
     assert session.poll(0) == (0, 0)
     assert session.next_deadline(200 * MS) == 500 * MS
 
 
-def test_unanswered_ping_blocks_the_next_until_the_timeout() -> None:
-    """An unanswered ping holds back the next one until answer_timeout_ns (3 s) has passed."""
+def test_burst_pings_are_pipelined_up_to_max_outstanding() -> None:
+    """In the burst, unanswered pings do not hold back the next: 8 go out 50 ms apart, the 9th waits for the 3 s timeout."""
     session = DeviceSession()
-    assert session.poll(0) == (0, 0)
-    assert session.poll(50 * MS) is None
-    assert session.next_deadline(50 * MS) == 3 * S
-    assert session.poll(3 * S - 1) is None
-    assert session.poll(3 * S) == (1, 3 * S)
+    assert [session.poll(i * 50 * MS) for i in range(8)] == [(i, i * 50 * MS) for i in range(8)]
+    assert session.next_deadline(400 * MS) == 350 * MS + 3 * S
+    assert session.poll(350 * MS + 3 * S - 1) is None
+    assert session.poll(350 * MS + 3 * S) == (8, 350 * MS + 3 * S)
+
+
+def test_slow_path_still_samples_every_burst_interval() -> None:
+    """Pongs taking 120 ms: the burst's pings still go out every 50 ms and all 12 are kept."""
+    session = DeviceSession()
+    in_flight: list[tuple[int, tuple[int, int]]] = []  # (arrival, ping)
+    sent: list[int] = []
+    now = 0
+    while len(sent) < 12:
+        for arrival, answered in [p for p in in_flight if p[0] <= now]:
+            in_flight.remove((arrival, answered))
+            assert isinstance(answer(session, answered, 120 * MS), Sample)
+        ping = session.poll(now)
+        if ping is not None:
+            sent.append(now)
+            in_flight.append((now + 120 * MS, ping))
+        now = min([session.next_deadline(now), *[p[0] for p in in_flight]])
+    assert sent == [i * 50 * MS for i in range(12)]
+
+
+def test_unanswered_ping_blocks_the_next_until_the_timeout() -> None:
+    """Past the burst, an unanswered ping holds back the next one until answer_timeout_ns (3 s) has passed."""
+    session = DeviceSession(NO_BURST)
+    first = session.poll(0)
+    assert first is not None and isinstance(answer(session, first, 2 * MS), Sample)
+    assert session.poll(2 * S) == (1, 2 * S)  # never answered
+    assert session.next_deadline(4 * S) == 5 * S
+    assert session.poll(5 * S - 1) is None
+    assert session.poll(5 * S) == (2, 5 * S)
 
 
 def test_late_pong_is_still_matched() -> None:
@@ -223,7 +323,7 @@ def test_simulated_session_keeps_the_true_offset_within_bound(seed: int) -> None
 def test_polling_config_error_names_the_option(options: dict[str, int], name: str) -> None:
     """An invalid PollingConfig raises ValueError naming the option."""
     with pytest.raises(ValueError, match=name):
-        PollingConfig(**options)  # type: ignore[arg-type]
+        PollingConfig(**options)
 
 
 def test_lost_ping_does_not_hold_back_the_next_once_the_newest_is_answered() -> None:
