@@ -33,7 +33,8 @@ The bound has two parts, and the smaller one is used:
 A sample whose own hard interval misses the estimate's interval is suspect.
 Suspects are kept aside; ``STEP_CONFIRMATIONS`` consecutive suspects that agree
 with each other mean the device's clock stepped: the window restarts from
-them. A sample that fits again returns the suspects to the window.
+them. A sample that fits again means the suspects were glitches: they are
+dropped.
 """
 
 from __future__ import annotations
@@ -259,10 +260,9 @@ class OffsetEstimator:
                 self._refit(sample.t3_server_ns)
                 return None
             return Rejection.OUTLIER
-        if self._suspects:  # they were surprising, not a step: they are data
-            self._samples.extend(self._suspects)
-            self._suspects.clear()
-            self._fit = None  # force a refit
+        # Suspects followed by a sample that fits were glitches, not a step: a
+        # clock that stepped keeps disagreeing. They stay out of the window.
+        self._suspects.clear()
         self._samples.append(sample)
         self._hard_candidates.append(sample)
         if self._needs_refit(sample):

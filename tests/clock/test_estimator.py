@@ -630,3 +630,19 @@ def test_smallest_valid_config_is_accepted() -> None:
         device_resolution_ns=0, server_resolution_ns=0, min_fit_span_ns=0,
     )
     assert OffsetEstimator(config).config is config
+
+
+def test_one_glitched_sample_does_not_spoil_the_estimate() -> None:
+    """One sample 300 ms off amid consistent ones (steps stays 0) leaves the offset within the bound it had before."""
+    estimator = OffsetEstimator(EstimatorConfig(device_resolution_ns=0))
+    for index in range(30):
+        assert estimator.add(sample_at((100 + 2 * index) * S, 10 * MS, offset_ns=1 * S)) is None
+    before = estimator.estimate(160 * S)
+    assert before is not None
+    assert estimator.add(sample_at(160 * S, 10 * MS, offset_ns=1 * S + 300 * MS)) is Rejection.OUTLIER
+    for index in range(1, 11):
+        assert estimator.add(sample_at((160 + 2 * index) * S, 10 * MS, offset_ns=1 * S)) is None
+        after = estimator.estimate((160 + 2 * index) * S)
+        assert after is not None
+        assert abs(after.offset_ns - 1 * S) <= before.bound_at(after.at_server_ns), (before, after)
+    assert estimator.steps == 0
