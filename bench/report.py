@@ -26,6 +26,7 @@ import math
 import os
 import platform
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -356,6 +357,21 @@ def machine() -> str:
     )
 
 
+def source_state() -> str:
+    """The commit the figures come from, and whether the code they run had uncommitted changes."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=BENCH_DIR.parent, capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "not a git checkout"
+    dirty = git("status", "--porcelain", "--", "clock", "protocol", "server", "bench/virtual.py", "bench/netmodels.py", "bench/peers.py", "bench/hour.py")
+    changed = sorted({line[3:] for line in dirty.splitlines() if line[3:].endswith(".py")})
+    return f"commit {commit}" + (f", with uncommitted changes to {', '.join(changed)}" if changed else "")
+
+
 def render_block(
     command: str,
     date: str,
@@ -365,13 +381,15 @@ def render_block(
     batches: Sequence[HourBatch],
     config: HourConfig,
     plots: Sequence[str],
+    source: str = "",
 ) -> str:
     """The generated section of RESULTS.md."""
     minute = config.hour_s / 60
     lines = [
         "## Virtual time: start and hour, `python -m bench.report`",
         "",
-        f"Command: `{command}`. Date: {date}. Machine: {machine()}. Seed {seed}. Wall time {runtime_s:.0f} s.",
+        f"Command: `{command}`. Date: {date}. Machine: {machine()}. Seed {seed}. Wall time {runtime_s:.0f} s."
+        + (f" Code: {source}." if source else ""),
         "",
         "### Start",
         "",
@@ -431,6 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = HourConfig(hour_s=hour_s)
     command = "python -m bench.report" + ("" if argv is None and len(sys.argv) <= 1 else " " + " ".join(sys.argv[1:] if argv is None else argv))
 
+    source = source_state()  # before the run: the code it imports
     began = time.monotonic()
     runs = [run_start(m, args.seed, args.devices_start, workers=args.workers) for m in models]
     if ASYM_MODEL in models and not args.no_asym:
@@ -452,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if results is not None:
             plots = [os.path.relpath((plots_dir / p).resolve(), results.resolve().parent) for p in plots]
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    block = render_block(command, date, args.seed, runtime_s, runs, batches, config, plots)
+    block = render_block(command, date, args.seed, runtime_s, runs, batches, config, plots, source)
     print(block)
     if results is not None:
         text = results.read_text() if results.exists() else "# Benchmark results\n"
