@@ -48,9 +48,11 @@ from clock.sample import Rejection, Sample
 # Miss probability per direction for the statistical bound: two directions
 # make the whole bound hold for 99 % of estimates.
 PER_DIRECTION_MISS = 0.005
-# Points above the envelope used for its gap: more is steadier but assumes
-# an even spread further from the floor.
-GAP_POINTS = 4
+# Points above the envelope used for its gap: more is steadier but assumes an
+# even spread further from the floor, so it grows with the window: one in five
+# points, between 4 and 8.
+GAP_POINTS_MIN = 4
+GAP_POINTS_MAX = 8
 # Consecutive suspect samples, consistent with each other, that confirm a step.
 STEP_CONFIRMATIONS = 3
 # Device clock resolutions recognised from the stamps themselves: Safari and
@@ -132,7 +134,7 @@ class _Envelope:
 
     value: float
     slope: float
-    gap: float  # distance from the line to the GAP_POINTS-th point above those on it
+    gap: float  # distance from the line to the k-th point above those on it
     gap_points: int
 
 
@@ -203,7 +205,7 @@ def _lower_envelope(ts: list[float], ys: list[float], t_ref: float, fit_slope: b
         value = min(ys)
         on_line = 1
     residuals = sorted(y - (value + slope * (t - t_ref)) for t, y in zip(ts, ys))
-    k = min(GAP_POINTS, len(residuals) - on_line)
+    k = min(max(GAP_POINTS_MIN, len(residuals) // 5), GAP_POINTS_MAX, len(residuals) - on_line)
     gap = residuals[on_line - 1 + k] if k >= 1 else math.inf
     return _Envelope(value, slope, max(gap, 0.0), k)
 
