@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import msgpack
@@ -22,7 +23,7 @@ from protocol.errors import (
     UnexpectedMessage,
     UnknownMessageType,
 )
-from protocol.messages import ALL_MESSAGES, Field, Message
+from protocol.messages import ALL_MESSAGES, Field, Message, Record
 
 # Size limits, in bytes, of one incoming frame. The largest participant message
 # (a join with a 64-character id and client name) is under 200 bytes; 1 KiB
@@ -37,12 +38,30 @@ def encode(message: Message) -> bytes:
     """The wire bytes of ``message``. Raises LocalProtocolError if it is invalid."""
     data: dict[str, Any] = {"type": message.TYPE}
     for spec in message.SCHEMA:
-        value = getattr(message, spec.name)
-        problem = _check(spec, value)
+        value = _to_wire(spec, getattr(message, spec.name))
+        problem = _problem(spec, value)
         if problem is not None:
-            raise LocalProtocolError(f"{message.TYPE}.{spec.name}: expected {spec.describe()}, found {problem}")
-        data[spec.name] = dict(value) if spec.kind == "counts" else value
+            path, expected, found = problem
+            raise LocalProtocolError(f"{message.TYPE}.{path}: expected {expected}, found {found}")
+        data[spec.name] = value
     return msgpack.packb(data, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _to_wire(spec: Field, value: Any) -> Any:
+    """A message's field value as msgpack-ready data: maps for records, lists for tuples."""
+    if spec.kind == "counts" and isinstance(value, Mapping):
+        return dict(value)
+    if spec.kind == "ints" and isinstance(value, (tuple, list)):
+        return list(value)
+    if spec.kind == "records" and isinstance(value, (tuple, list)) and spec.record is not None:
+        record = spec.record
+        return [
+            {sub.name: _to_wire(sub, getattr(item, sub.name)) for sub in record.SCHEMA}
+            if isinstance(item, record)
+            else item
+            for item in value
+        ]
+    return value
 
 
 def decode(data: bytes, accept: tuple[type[Message], ...], max_size: int) -> Message:
@@ -86,27 +105,79 @@ def decode(data: bytes, accept: tuple[type[Message], ...], max_size: int) -> Mes
 
 
 def _build(cls: type[Message], obj: dict[str, Any]) -> Message:
-    known = {spec.name for spec in cls.SCHEMA}
     for key in obj:
-        if key != "type" and key not in known:
-            shown = key if len(key) <= 32 else key[:32] + "..."
-            raise InvalidField(cls.TYPE, shown, "no such field", "an unknown field")
-    defaults = {f.name: f.default for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        if key != "type" and key not in {spec.name for spec in cls.SCHEMA}:
+            raise InvalidField(cls.TYPE, _shown(key), "no such field", "an unknown field")
+    problem = _record_problem(cls, obj, skip=("type",))
+    if problem is not None:
+        raise InvalidField(cls.TYPE, *problem)
+    message: Message = _instance(cls, obj)
+    return message
+
+
+def _instance(cls: type[Record], obj: dict[str, Any]) -> Any:
+    """``cls`` built from a map already checked against its schema."""
     values: dict[str, Any] = {}
     for spec in cls.SCHEMA:
         if spec.name not in obj:
             if spec.optional:
                 values[spec.name] = None
-                continue
-            if defaults.get(spec.name, dataclasses.MISSING) is not dataclasses.MISSING:
-                continue
-            raise InvalidField(cls.TYPE, spec.name, spec.describe(), "nothing (missing)")
+            continue  # a defaulted field takes its default
         value = obj[spec.name]
-        problem = _check(spec, value)
-        if problem is not None:
-            raise InvalidField(cls.TYPE, spec.name, spec.describe(), problem)
-        values[spec.name] = float(value) if spec.kind == "float" else value
+        if value is None:
+            values[spec.name] = None
+        elif spec.kind == "float":
+            values[spec.name] = float(value)
+        elif spec.kind == "ints":
+            values[spec.name] = tuple(value)
+        elif spec.kind == "records" and spec.record is not None:
+            values[spec.name] = tuple(_instance(spec.record, item) for item in value)
+        else:
+            values[spec.name] = value
     return cls(**values)
+
+
+def _record_problem(cls: type[Record], obj: dict[str, Any], skip: tuple[str, ...] = ()) -> tuple[str, str, str] | None:
+    """(field path, expected, found) of the first field of ``obj`` that breaks ``cls.SCHEMA``, else None."""
+    known = {spec.name for spec in cls.SCHEMA}
+    for key in obj:
+        if key not in skip and key not in known:
+            return _shown(key), "no such field", "an unknown field"
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for spec in cls.SCHEMA:
+        if spec.name not in obj:
+            if spec.optional or defaults.get(spec.name, dataclasses.MISSING) is not dataclasses.MISSING:
+                continue
+            return spec.name, spec.describe(), "nothing (missing)"
+        problem = _problem(spec, obj[spec.name])
+        if problem is not None:
+            return problem
+    return None
+
+
+def _problem(spec: Field, value: Any) -> tuple[str, str, str] | None:
+    """(field path, expected, found) if ``value`` does not fit ``spec``, else None.
+
+    The path is the field's name, or ``name[i].sub`` inside a records field.
+    Raises MalformedMessage for a map key inside a record that is not a string.
+    """
+    if spec.kind == "records" and isinstance(value, list) and len(value) <= spec.max_items and spec.record is not None:
+        for index, item in enumerate(value):
+            if not isinstance(item, dict):
+                return f"{spec.name}[{index}]", f"a {spec.record.__name__.lower()} map", _kind(item)
+            for key in item:
+                if not isinstance(key, str):  # as at the top level (and as msgpack's strict_map_key does for ints)
+                    raise MalformedMessage(f"expected string keys, found a {_kind(key)} key")
+            inner = _record_problem(spec.record, item)
+            if inner is not None:
+                return f"{spec.name}[{index}].{inner[0]}", inner[1], inner[2]
+        return None
+    scalar_found = _check(spec, value)
+    return None if scalar_found is None else (spec.name, spec.describe(), scalar_found)
+
+
+def _shown(key: str) -> str:
+    return key if len(key) <= 32 else key[:32] + "..."
 
 
 def _check(spec: Field, value: Any) -> str | None:
@@ -147,6 +218,18 @@ def _check(spec: Field, value: Any) -> str | None:
             if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= spec.high:
                 return "a map with a bad count"
         return None
+    if kind in ("ints", "records"):
+        if not isinstance(value, list):
+            return _kind(value)
+        if len(value) > spec.max_items:
+            return f"an array of {len(value)} items"
+        if kind == "ints":
+            for item in value:
+                if not isinstance(item, int) or isinstance(item, bool):
+                    return f"an array holding a{'n' if _kind(item)[0] in 'aeiou' else ''} {_kind(item)}"
+                if not spec.low <= item <= spec.high:
+                    return f"an array holding {item} (out of range)"
+        return None  # records: their items are checked by _problem
     raise LocalProtocolError(f"field kind {kind!r} is not known")
 
 

@@ -34,10 +34,14 @@ ShowState = Literal["idle", "scheduled", "playing", "ended"]
 class Field:
     """What one wire field may hold.
 
-    kind: "int", "float" (an int is accepted too), "str", "bool", "enum" or
-    "counts" (a map of short strings to non-negative ints). ``optional`` allows
-    nil. For numbers, ``low``/``high`` are inclusive bounds; for strings,
-    ``high`` is the maximum length in characters and ``pattern`` a full match.
+    kind: "int", "float" (an int is accepted too), "str", "bool", "enum",
+    "counts" (a map of short strings to non-negative ints), "ints" (an array of
+    at most ``max_items`` ints, each in ``low``..``high``; a tuple in Python) or
+    "records" (an array of at most ``max_items`` maps, each holding exactly the
+    fields of ``record.SCHEMA``; a tuple of ``record`` instances in Python).
+    ``optional`` allows nil. For numbers, ``low``/``high`` are inclusive bounds;
+    for strings, ``high`` is the maximum length in characters and ``pattern`` a
+    full match.
     """
 
     name: str
@@ -47,6 +51,8 @@ class Field:
     optional: bool = False
     pattern: re.Pattern[str] | None = None
     choices: tuple[str, ...] = ()
+    max_items: int = 0
+    record: type[Record] | None = None
 
     def describe(self) -> str:
         """Human text of what this field expects, used in error messages."""
@@ -60,6 +66,11 @@ class Field:
             text = "one of " + ", ".join(self.choices)
         elif self.kind == "counts":
             text = "map of group name to count"
+        elif self.kind == "ints":
+            text = f"array of at most {self.max_items} integers in [{self.low:g}, {self.high:g}]"
+        elif self.kind == "records":
+            name = self.record.__name__.lower() if self.record is not None else "record"
+            text = f"array of at most {self.max_items} {name} maps"
         else:
             text = "boolean"
         return text + (" or nil" if self.optional else "")
@@ -73,11 +84,16 @@ def _str(name: str, max_len: int, pattern: re.Pattern[str] | None = None, option
     return Field(name, "str", 0, max_len, optional, pattern)
 
 
-class Message:
+class Record:
+    """A map nested in a message (a ``records`` field's items): ``SCHEMA`` lists its fields."""
+
+    SCHEMA: ClassVar[tuple[Field, ...]]
+
+
+class Message(Record):
     """Base of all messages. ``TYPE`` is the wire name; ``SCHEMA`` the fields."""
 
     TYPE: ClassVar[str]
-    SCHEMA: ClassVar[tuple[Field, ...]]
 
 
 # --- participant -> server -------------------------------------------------
@@ -85,16 +101,22 @@ class Message:
 
 @dataclass(frozen=True)
 class Join(Message):
-    """First message on /ws. ``device_id`` nil asks the server to assign one."""
+    """First message on /ws. ``device_id`` nil asks the server to assign one.
+
+    ``lang``: the device's preferred language as a BCP 47 tag (``navigator.language``);
+    texts come in French when its primary subtag is ``fr``, else in English.
+    """
 
     TYPE: ClassVar[str] = "join"
     v: int
     device_id: str | None
     client: str = ""
+    lang: str | None = None
     SCHEMA: ClassVar[tuple[Field, ...]] = (
         _int("v", 0, 65535),
         _str("device_id", 64, DEVICE_ID_PATTERN, optional=True),
         _str("client", 64),
+        _str("lang", 35, optional=True),
     )
 
 
@@ -145,6 +167,76 @@ class Welcome(Message):
         _str("track_url", 1024),
         _str("title", 200),
     )
+
+
+# Limits of a show's texts and cues on the wire. A cue's text is read at a
+# glance on a phone held at arm's length: 200 characters is already a lot. 500
+# cues is a cue every 7 s for an hour; the biggest show message (500 cues of
+# 200 four-byte characters) stays under 512 KiB.
+MAX_CUES = 500
+MAX_CUE_TEXT = 200
+MAX_VIBRATE_STEPS = 32  # navigator.vibrate patterns longer than this are cut by some browsers
+MAX_VIBRATE_MS = 10_000  # Chrome's cap on one vibration step
+MAX_ABOUT_TEXT = 2000
+MAX_INFO_TEXT = 200
+MAX_ANNOUNCEMENT_TEXT = 500
+COLOUR_PATTERN = re.compile(r"#[0-9a-fA-F]{6}")
+
+
+@dataclass(frozen=True)
+class Cue(Record):
+    """One timed cue of the device's group, in the device's language.
+
+    ``at_us``: track position (microseconds from track position 0, i.e. server
+    time ``start_us + at_us``). ``colour``: ``#rrggbb`` to flash, or None.
+    ``vibrate``: a ``navigator.vibrate`` pattern in ms (on, off, on, ...), or None.
+    """
+
+    at_us: int
+    text: str
+    colour: str | None = None
+    vibrate: tuple[int, ...] | None = None
+    SCHEMA: ClassVar[tuple[Field, ...]] = (
+        _int("at_us", 0),
+        _str("text", MAX_CUE_TEXT),
+        _str("colour", 7, COLOUR_PATTERN, optional=True),
+        Field("vibrate", "ints", 0, MAX_VIBRATE_MS, optional=True, max_items=MAX_VIBRATE_STEPS),
+    )
+
+
+@dataclass(frozen=True)
+class Show(Message):
+    """What the device shows around the audio: the event's description and its group's cues.
+
+    Sent once after ``welcome``, in the language ``join.lang`` asked for.
+    ``cues`` are sorted by ``at_us``.
+    """
+
+    TYPE: ClassVar[str] = "show"
+    title: str
+    when: str
+    where: str
+    bring: str
+    about: str
+    cues: tuple[Cue, ...]
+    SCHEMA: ClassVar[tuple[Field, ...]] = (
+        _str("title", 200),
+        _str("when", MAX_INFO_TEXT),
+        _str("where", MAX_INFO_TEXT),
+        _str("bring", MAX_INFO_TEXT),
+        _str("about", MAX_ABOUT_TEXT),
+        Field("cues", "records", max_items=MAX_CUES, record=Cue),
+    )
+
+
+@dataclass(frozen=True)
+class Announcement(Message):
+    """The organizer's free text, to show prominently. ``at_us``: server time it was sent."""
+
+    TYPE: ClassVar[str] = "announcement"
+    text: str
+    at_us: int
+    SCHEMA: ClassVar[tuple[Field, ...]] = (_str("text", MAX_ANNOUNCEMENT_TEXT), _int("at_us"))
 
 
 @dataclass(frozen=True)
@@ -246,6 +338,15 @@ class Abort(Message):
     SCHEMA: ClassVar[tuple[Field, ...]] = ()
 
 
+@dataclass(frozen=True)
+class Announce(Message):
+    """Show ``text`` on every participant's page now (safety messages, changes of plan)."""
+
+    TYPE: ClassVar[str] = "announce"
+    text: str
+    SCHEMA: ClassVar[tuple[Field, ...]] = (_str("text", MAX_ANNOUNCEMENT_TEXT),)
+
+
 # --- server -> organizer ---------------------------------------------------
 
 
@@ -277,12 +378,12 @@ class Overview(Message):
 
 
 ParticipantMessage = Union[Join, Pong, Ready]
-OrganizerMessage = Union[Hello, Start, Abort]
+OrganizerMessage = Union[Hello, Start, Abort, Announce]
 
 # Which messages each side may send on each endpoint.
 PARTICIPANT_TO_SERVER: tuple[type[Message], ...] = (Join, Pong, Ready)
-SERVER_TO_PARTICIPANT: tuple[type[Message], ...] = (Welcome, Ping, Estimate, Schedule, Error)
-ORGANIZER_TO_SERVER: tuple[type[Message], ...] = (Hello, Start, Abort)
+SERVER_TO_PARTICIPANT: tuple[type[Message], ...] = (Welcome, Show, Ping, Estimate, Schedule, Announcement, Error)
+ORGANIZER_TO_SERVER: tuple[type[Message], ...] = (Hello, Start, Abort, Announce)
 SERVER_TO_ORGANIZER: tuple[type[Message], ...] = (Overview, Error)
 
 ALL_MESSAGES: dict[str, type[Message]] = {

@@ -19,6 +19,8 @@ from protocol.errors import RemoteProtocolError
 
 BIG_US = 1_700_000_000_123_456
 ALL = tuple(messages.ALL_MESSAGES.values())
+# The JS side decodes the vectors with the same limit (protocol_interop.test.mjs).
+MAX_SIZE = 65536
 
 FRAMES: list[tuple[str, bytes]] = [
     ("welcome", codec.encode(messages.Welcome(1, "dev_ABC-123", "b", "/tracks/b.mp3", "Flashmob ✨"))),
@@ -30,6 +32,20 @@ FRAMES: list[tuple[str, bytes]] = [
     ("overview", codec.encode(messages.Overview(3, "scheduled", BIG_US, BIG_US - 9, 2, {"a": 1, "b": 1}, 2, 1, 0))),
     ("error", codec.encode(messages.Error("not_authorized", "invalid organizer token"))),
     ("join minimal", msgpack.packb({"type": "join", "v": 1})),
+    ("join with lang", codec.encode(messages.Join(1, "dev_ABC-123", "page", "fr-CA"))),
+    ("show with cues", codec.encode(messages.Show("Flashmob", "samedi 18 h", "place du Marché", "des écouteurs", "Une heure ensemble.", (messages.Cue(0, "Bienvenue", "#FF8800", (200, 100, 200)), messages.Cue(BIG_US, "", None, None))))),
+    ("show no cues", codec.encode(messages.Show("T", "", "", "", "", ()))),
+    ("show cue omits optionals", msgpack.packb({"type": "show", "title": "T", "when": "", "where": "", "bring": "", "about": "", "cues": [{"at_us": 5, "text": "x"}]})),
+    ("show bad cue colour", msgpack.packb({"type": "show", "title": "T", "when": "", "where": "", "bring": "", "about": "", "cues": [{"at_us": 5, "text": "x"}, {"at_us": 5, "text": "x", "colour": "red"}]})),
+    ("show cue unknown field", msgpack.packb({"type": "show", "title": "T", "when": "", "where": "", "bring": "", "about": "", "cues": [{"at_us": 5, "text": "x", "size": 3}]})),
+    ("show cue not a map", msgpack.packb({"type": "show", "title": "T", "when": "", "where": "", "bring": "", "about": "", "cues": [[5, "x"]]})),
+    ("show cue missing at", msgpack.packb({"type": "show", "title": "T", "when": "", "where": "", "bring": "", "about": "", "cues": [{"text": "x"}]})),
+    ("show bad vibrate step", msgpack.packb({"type": "show", "title": "T", "when": "", "where": "", "bring": "", "about": "", "cues": [{"at_us": 5, "text": "x", "vibrate": [100, 10001]}]})),
+    ("show vibrate float", msgpack.packb({"type": "show", "title": "T", "when": "", "where": "", "bring": "", "about": "", "cues": [{"at_us": 5, "text": "x", "vibrate": [100, 1.0]}]})),
+    ("show too many cues", msgpack.packb({"type": "show", "title": "T", "when": "", "where": "", "bring": "", "about": "", "cues": [{"at_us": 1, "text": ""}] * 501})),
+    ("announcement", codec.encode(messages.Announcement("Rendez-vous à la fontaine", BIG_US))),
+    ("announce", codec.encode(messages.Announce("Gather at the fountain"))),
+    ("announce too long", msgpack.packb({"type": "announce", "text": "a" * 501})),
     ("pong", codec.encode(messages.Pong(1, -BIG_US, BIG_US, BIG_US + 5))),
     ("ready", codec.encode(messages.Ready(True, False))),
     ("hello", codec.encode(messages.Hello(1, "tok"))),
@@ -59,11 +75,11 @@ FRAMES: list[tuple[str, bytes]] = [
 
 def outcome(data: bytes) -> dict[str, Any]:
     try:
-        message = codec.decode(data, ALL, codec.MAX_ORGANIZER_MESSAGE)
+        message = codec.decode(data, ALL, MAX_SIZE)
     except RemoteProtocolError as exc:
         return {"code": exc.code, "reason": exc.reason}
-    fields = {spec.name: getattr(message, spec.name) for spec in message.SCHEMA}
-    return {"message": {"type": message.TYPE, **{k: dict(v) if isinstance(v, dict) else v for k, v in fields.items()}}}
+    fields = {spec.name: codec._to_wire(spec, getattr(message, spec.name)) for spec in message.SCHEMA}
+    return {"message": {"type": message.TYPE, **fields}}
 
 
 def main() -> None:

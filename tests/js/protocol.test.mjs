@@ -13,10 +13,16 @@ const ALL_TYPES = [...PARTICIPANT_TO_SERVER, ...SERVER_TO_PARTICIPANT, ...ORGANI
 const BIG_US = 1_700_000_000_123_456; // a realistic server/device time in µs, above 2^32
 
 const SAMPLES = {
-  join: { type: 'join', v: 1, device_id: 'abcDEF12_-xyz', client: 'web/1' },
+  join: { type: 'join', v: 1, device_id: 'abcDEF12_-xyz', client: 'web/1', lang: 'fr-FR' },
   pong: { type: 'pong', seq: 4294967295, t0_us: BIG_US, t1_us: -BIG_US, t2_us: 9007199254740991 },
   ready: { type: 'ready', loaded: true, unlocked: false },
   welcome: { type: 'welcome', v: 1, device_id: 'A'.repeat(64), group: 'rouge', track_url: '/tracks/a.mp3', title: 'Théâtre 🎵' },
+  show: {
+    type: 'show', title: 'Flashmob', when: 'samedi', where: 'place', bring: 'écouteurs', about: 'Une heure.',
+    cues: [{ at_us: 0, text: 'Go', colour: '#00ff00', vibrate: [200, 100] }, { at_us: BIG_US, text: '', colour: null, vibrate: null }],
+  },
+  announcement: { type: 'announcement', text: 'Pluie : sous la halle', at_us: BIG_US },
+  announce: { type: 'announce', text: 'Rain: under the market hall' },
   ping: { type: 'ping', seq: 0, t0_us: BIG_US },
   estimate: { type: 'estimate', at_us: BIG_US, offset_us: -123456789, rate_ppm: -12.25, bound_us: 800, bound_growth_ppm: 0.5 },
   schedule: { type: 'schedule', epoch: 3, state: 'scheduled', start_us: BIG_US + 5_000_000 },
@@ -227,4 +233,26 @@ test('join encodes an omitted device_id as nil and client as the empty string', 
   const decoded = decode(encode({ type: 'join', v: 1 }), { accept: PARTICIPANT_TO_SERVER, maxSize: MAX_PARTICIPANT_MESSAGE });
   assert.equal(decoded.device_id, null);
   assert.equal(decoded.client, '');
+});
+
+// --- show: records and ints fields ----------------------------------------------
+
+const SHOW = { type: 'show', title: 'T', when: '', where: '', bring: '', about: '' };
+
+test('a cue without colour and vibrate decodes them as null and encodes them as nil', () => {
+  const decoded = everything(raw({ ...SHOW, cues: [{ at_us: 5, text: 'x' }] }));
+  assert.deepEqual(decoded.cues, [{ at_us: 5, text: 'x', colour: null, vibrate: null }]);
+  assert.deepEqual(everything(encode({ ...SHOW, cues: [{ at_us: 5, text: 'x' }] })).cues, decoded.cues);
+});
+
+test('a bad cue names its index and field', () => {
+  assertCode(() => everything(raw({ ...SHOW, cues: [{ at_us: 1, text: '' }, { at_us: -1, text: '' }] })), 'invalid_field', 'cues[1].at_us');
+  assertCode(() => everything(raw({ ...SHOW, cues: [{ at_us: 1, text: '', vibrate: [1, 'x'] }] })), 'invalid_field', 'cues[0].vibrate');
+  assertCode(() => everything(raw({ ...SHOW, cues: [7] })), 'invalid_field', 'cues[0]');
+  assertCode(() => everything(raw({ ...SHOW, cues: 7 })), 'invalid_field', 'cues');
+});
+
+test('encoding a bad cue is a local error', () => {
+  assert.throws(() => encode({ ...SHOW, cues: [{ at_us: 0, text: '', colour: 'red' }] }), LocalProtocolError);
+  assert.throws(() => encode({ ...SHOW, cues: [{ at_us: 0, text: '', vibrate: [20000] }] }), LocalProtocolError);
 });

@@ -32,10 +32,14 @@ from protocol.errors import (
 )
 from protocol.messages import (
     ALL_MESSAGES,
+    MAX_CUES,
     MAX_SAFE_INT,
     ORGANIZER_TO_SERVER,
     PARTICIPANT_TO_SERVER,
     Abort,
+    Announce,
+    Announcement,
+    Cue,
     Error,
     Estimate,
     Field,
@@ -46,7 +50,9 @@ from protocol.messages import (
     Ping,
     Pong,
     Ready,
+    Record,
     Schedule,
+    Show,
     Start,
 )
 
@@ -82,13 +88,23 @@ def field_values(spec: Field) -> st.SearchStrategy[Any]:
     elif spec.kind == "counts":
         # Up to 16 entries here keeps examples fast; the 256-entry limit has its own test.
         base = st.dictionaries(_utf8_text(64), st.integers(0, MAX_SAFE_INT), max_size=16)
+    elif spec.kind == "ints":
+        base = st.lists(st.integers(int(spec.low), int(spec.high)), max_size=spec.max_items).map(tuple)
+    elif spec.kind == "records":
+        # Up to 4 records keeps examples fast; the item limit has its own test.
+        assert spec.record is not None
+        base = st.lists(records_of(spec.record), max_size=4).map(tuple)
     else:
         raise AssertionError(f"no strategy for field kind {spec.kind!r}")
     return st.none() | base if spec.optional else base
 
 
-def messages_of(cls: type[Message]) -> st.SearchStrategy[Message]:
+def records_of(cls: type[Record]) -> st.SearchStrategy[Any]:
     return st.builds(cls, **{spec.name: field_values(spec) for spec in cls.SCHEMA})
+
+
+def messages_of(cls: type[Message]) -> st.SearchStrategy[Message]:
+    return records_of(cls)  # type: ignore[no-any-return]
 
 
 any_message = st.sampled_from(EVERY_TYPE).flatmap(messages_of)
@@ -624,3 +640,98 @@ def test_binary_map_key_is_malformed(key: bytes) -> None:
     with pytest.raises(RemoteProtocolError) as info:
         decode(data, tuple(ALL_MESSAGES.values()), 4096)
     assert type(info.value) is MalformedMessage
+
+
+# --- show, cues and announcements (records and ints fields) ---------------------------------
+
+CUE_MAP = {"at_us": 5_000_000, "text": "Lève la main", "colour": "#ff0000", "vibrate": [200, 100, 200]}
+
+
+def show_map(cues: Any) -> dict[str, Any]:
+    return {"type": "show", "title": "T", "when": "", "where": "", "bring": "", "about": "", "cues": cues}
+
+
+def test_show_with_cues_round_trips_as_tuples_of_cues() -> None:
+    """A show's cues decode to a tuple of Cue, vibrate to a tuple of ints, and encode back to the same bytes."""
+    message = decode(packed(show_map([CUE_MAP, {"at_us": 0, "text": ""}])), EVERY_TYPE, NO_LIMIT)
+    assert isinstance(message, Show)
+    assert message.cues == (Cue(5_000_000, "Lève la main", "#ff0000", (200, 100, 200)), Cue(0, "", None, None))
+    assert decode(encode(message), EVERY_TYPE, NO_LIMIT) == message
+
+
+def test_the_maximum_number_of_cues_round_trips_and_one_more_is_invalid() -> None:
+    """MAX_CUES cues are valid; MAX_CUES + 1 raise InvalidField on show.cues."""
+    cues = [{"at_us": i, "text": "x"} for i in range(MAX_CUES)]
+    message = decode(packed(show_map(cues)), EVERY_TYPE, NO_LIMIT)
+    assert isinstance(message, Show) and len(message.cues) == MAX_CUES
+    error = decode_error(packed(show_map(cues + [{"at_us": 0, "text": "x"}])))
+    assert type(error) is InvalidField and error.field == "cues" and error.found == f"an array of {MAX_CUES + 1} items"
+
+
+@pytest.mark.parametrize(
+    ("cue", "field", "found"),
+    [
+        ({**CUE_MAP, "at_us": -1}, "cues[1].at_us", "-1 (out of range)"),
+        ({**CUE_MAP, "at_us": 1.5}, "cues[1].at_us", "float"),
+        ({**CUE_MAP, "text": b"x"}, "cues[1].text", "binary"),
+        ({**CUE_MAP, "colour": "red"}, "cues[1].colour", "a string that does not match"),
+        ({**CUE_MAP, "vibrate": [200, -1]}, "cues[1].vibrate", "an array holding -1 (out of range)"),
+        ({**CUE_MAP, "vibrate": [200, True]}, "cues[1].vibrate", "an array holding a boolean"),
+        ({**CUE_MAP, "vibrate": [1] * 33}, "cues[1].vibrate", "an array of 33 items"),
+        ({**CUE_MAP, "vibrate": {"a": 1}}, "cues[1].vibrate", "map"),
+        ({**CUE_MAP, "x": 1}, "cues[1].x", "an unknown field"),
+        ({"text": "x"}, "cues[1].at_us", "nothing (missing)"),
+        ([1, 2], "cues[1]", "array"),
+        ("cue", "cues[1]", "string"),
+    ],
+)
+def test_bad_cue_names_its_index_and_field(cue: Any, field: str, found: str) -> None:
+    """A bad cue raises InvalidField whose field path names the cue's index and its field."""
+    error = decode_error(packed(show_map([CUE_MAP, cue])))
+    assert type(error) is InvalidField
+    assert (error.field, error.found) == (field, found)
+    assert error.reason.startswith(f"show.{field}: expected ")
+
+
+def test_cue_map_with_a_non_string_key_is_invalid() -> None:
+    """An integer key inside a cue map raises a documented error, never a crash."""
+    error = decode_error(packed(show_map([{1: 2, "at_us": 0, "text": ""}])))
+    assert type(error) in (InvalidField, MalformedMessage)
+
+
+def test_join_lang_is_optional() -> None:
+    """join.lang absent decodes to None; a tag round-trips; over 35 characters is invalid."""
+    assert decode(packed({"type": "join", "v": 1}), PARTICIPANT_TO_SERVER, MAX_PARTICIPANT_MESSAGE).lang is None  # type: ignore[attr-defined]
+    join = Join(1, DEVICE_ID, "c", "fr-FR")
+    assert decode(encode(join), PARTICIPANT_TO_SERVER, MAX_PARTICIPANT_MESSAGE) == join
+    assert type(decode_error(packed({"type": "join", "v": 1, "lang": "x" * 36}))) is InvalidField
+
+
+def test_announce_is_an_organizer_message_only() -> None:
+    """announce decodes on the organizer endpoint and is unexpected (1008) on /ws."""
+    data = encode(Announce("Gather at the fountain"))
+    assert decode(data, ORGANIZER_TO_SERVER, MAX_ORGANIZER_MESSAGE) == Announce("Gather at the fountain")
+    error = decode_error(data, PARTICIPANT_TO_SERVER, MAX_PARTICIPANT_MESSAGE)
+    assert type(error) is UnexpectedMessage and error.close_code == CLOSE_POLICY_VIOLATION
+
+
+def test_announcement_round_trips() -> None:
+    """announcement carries its text and the server time it was sent."""
+    message = Announcement("Pluie : rendez-vous sous la halle", 1_700_000_000_000_000)
+    assert decode(encode(message), EVERY_TYPE, NO_LIMIT) == message
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        Show("T", "", "", "", "", (Cue(-1, "x"),)),
+        Show("T", "", "", "", "", (Cue(0, "x", "#ff00"),)),
+        Show("T", "", "", "", "", (Cue(0, "x", None, (1, 20_000)),)),
+        Show("T", "", "", "", "", tuple(Cue(0, "x") for _ in range(MAX_CUES + 1))),
+        Announce("x" * 501),
+    ],
+)
+def test_encoding_a_bad_show_is_a_local_error(message: Message) -> None:
+    """encode raises LocalProtocolError for a cue or announcement outside its schema."""
+    with pytest.raises(LocalProtocolError):
+        encode(message)

@@ -13,19 +13,20 @@ import pytest
 
 import protocol
 from protocol.codec import MAX_COUNTS_ENTRIES, MAX_ORGANIZER_MESSAGE, MAX_PARTICIPANT_MESSAGE
-from protocol.messages import ALL_MESSAGES, Field
+from protocol.messages import ALL_MESSAGES, Field, Record
 
 DOC_PATH = Path(protocol.__file__).with_name("PROTOCOL.md")
 HEADING = re.compile(r"^#### `([^`]+)`\s*$")
+RECORD_HEADING = re.compile(r"^#### The `([^`]+)` record\s*$")
 ROW = re.compile(r"^\|\s*`([^`]+)`\s*\|([^|]*)\|")
 
 
-def documented_messages(text: str) -> dict[str, list[dict[str, str]]]:
+def documented_messages(text: str, heading_pattern: re.Pattern[str] = HEADING) -> dict[str, list[dict[str, str]]]:
     """Message name -> one {field: type text} per heading of that name (empty if it has no table)."""
     found: dict[str, list[dict[str, str]]] = {}
     current: dict[str, str] | None = None
     for line in text.splitlines():
-        heading = HEADING.match(line)
+        heading = heading_pattern.match(line)
         if heading:
             current = {}
             found.setdefault(heading.group(1), []).append(current)
@@ -40,11 +41,19 @@ def documented_messages(text: str) -> dict[str, list[dict[str, str]]]:
 
 DOC_TEXT = DOC_PATH.read_text(encoding="utf-8")
 DOC = documented_messages(DOC_TEXT)
+RECORD_DOC = documented_messages(DOC_TEXT, RECORD_HEADING)
+# Records nested in messages (``records`` fields), by the name the doc gives them.
+RECORDS: dict[str, type[Record]] = {
+    spec.record.__name__.lower(): spec.record
+    for cls in ALL_MESSAGES.values()
+    for spec in cls.SCHEMA
+    if spec.record is not None
+}
 
 
 def doc_fields(name: str) -> dict[str, str]:
     """The one field table documented for ``name`` (a repeated heading refers back with no table)."""
-    tables = [table for table in DOC[name] if table]
+    tables = [table for table in {**RECORD_DOC, **DOC}[name] if table]
     assert len(tables) <= 1, f"{name} has {len(tables)} field tables"
     return tables[0] if tables else {}
 
@@ -76,7 +85,23 @@ def test_message_without_fields_says_so() -> None:
     assert re.search(r"#### `abort`\s+No fields\.", DOC_TEXT)
 
 
-KIND_WORD = {"int": "int", "float": "float", "bool": "bool", "str": "str", "enum": "str", "counts": "counts"}
+def test_every_record_is_documented() -> None:
+    """Each record nested in a message has a "The `name` record" table listing exactly its SCHEMA fields."""
+    assert sorted(RECORD_DOC) == sorted(RECORDS)
+    for name, cls in RECORDS.items():
+        assert list(doc_fields(name)) == [spec.name for spec in cls.SCHEMA]
+
+
+KIND_WORD = {
+    "int": "int",
+    "float": "float",
+    "bool": "bool",
+    "str": "str",
+    "enum": "str",
+    "counts": "counts",
+    "ints": "ints",
+    "records": "records",
+}
 
 
 def _number(text: str) -> float:
@@ -88,7 +113,8 @@ def _number(text: str) -> float:
 
 
 def _fields() -> list[tuple[str, Field]]:
-    return [(name, spec) for name, cls in sorted(ALL_MESSAGES.items()) for spec in cls.SCHEMA]
+    tables: dict[str, type[Record]] = {**ALL_MESSAGES, **RECORDS}
+    return [(name, spec) for name, cls in sorted(tables.items()) for spec in cls.SCHEMA]
 
 
 @pytest.mark.parametrize(("name", "spec"), _fields(), ids=lambda value: value if isinstance(value, str) else value.name)
@@ -103,12 +129,19 @@ def test_documented_type_matches_the_schema(name: str, spec: Field) -> None:
     at_least = re.search(r">= (\d+)", type_text)
     if at_least:
         assert _number(at_least.group(1)) == spec.low
+    items = re.search(r"at most (\d+) entries|at most (\d+)$|at most (\d+),", type_text)
+    if spec.kind in ("ints", "records"):
+        assert items is not None and int(next(g for g in items.groups() if g)) == spec.max_items
+        if spec.record is not None:
+            assert f"`{spec.record.__name__.lower()}`" in type_text
     at_most = re.search(r"<= (\d+)", type_text)
     if at_most:
         assert spec.kind == "str" and _number(at_most.group(1)) == spec.high
     if spec.pattern is not None:
         assert f"`{spec.pattern.pattern}`" in type_text
     choices = re.findall(r"`(\w+)`", type_text)
+    if spec.kind == "records":
+        choices = []
     if spec.kind == "enum" and choices:  # overview.state says "as in schedule" instead
         assert choices == list(spec.choices)
 

@@ -25,16 +25,25 @@ const MAX_SEQ = 2 ** 32 - 1;
 // Frame limits of the server's endpoints (PROTOCOL.md section 1, codec.py).
 export const MAX_PARTICIPANT_MESSAGE = 1024;
 export const MAX_ORGANIZER_MESSAGE = 4096;
-// What a client accepts from the server: the largest server message, a welcome
-// with a 1024-character track URL and a 200-character title, is under 6 KiB
-// even at 4 bytes a character; 16 KiB leaves room without unbounded buffering.
-export const MAX_SERVER_MESSAGE = 16384;
+// What a client accepts from the server: the largest server message, a show
+// with 500 cues of 200 characters (at most 4 bytes each) and 32-step vibration
+// patterns, is under 512 KiB; 1 MiB leaves room without unbounded buffering.
+export const MAX_SERVER_MESSAGE = 1048576;
 // Counts maps (overview.groups) hold at most this many entries (codec.py).
 const MAX_COUNTS_ENTRIES = 256;
 const MAX_COUNTS_KEY_CHARS = 64;
 
 export const SHOW_STATES = Object.freeze(['idle', 'scheduled', 'playing', 'ended']);
 const DEVICE_ID_PATTERN = /^[A-Za-z0-9_-]{8,64}$/;
+// Show and cue limits (messages.py MAX_CUES, MAX_CUE_TEXT, MAX_VIBRATE_*).
+export const MAX_CUES = 500;
+const MAX_CUE_TEXT = 200;
+const MAX_VIBRATE_STEPS = 32;
+const MAX_VIBRATE_MS = 10000;
+const MAX_INFO_TEXT = 200;
+const MAX_ABOUT_TEXT = 2000;
+const MAX_ANNOUNCEMENT_TEXT = 500;
+const COLOUR_PATTERN = /^#[0-9a-fA-F]{6}$/;
 
 // Websocket close codes, RFC 6455 section 7.4.1, as PROTOCOL.md section 6 uses them.
 export const CLOSE_CODES = Object.freeze({
@@ -83,15 +92,39 @@ function bool(name) {
 function showState(name) {
   return { name, kind: 'enum', choices: SHOW_STATES, optional: false };
 }
+function ints(name, maxItems, low, high, { optional = false } = {}) {
+  return { name, kind: 'ints', maxItems, low, high, optional };
+}
+function records(name, recordName, schema, maxItems) {
+  return { name, kind: 'records', recordName, schema, maxItems, optional: false };
+}
+
+/** Records nested in messages (`records` fields): their fields, in wire order. */
+export const RECORD_SCHEMAS = Object.freeze({
+  cue: [
+    int('at_us', 0),
+    str('text', MAX_CUE_TEXT),
+    str('colour', 7, { pattern: COLOUR_PATTERN, optional: true }),
+    ints('vibrate', MAX_VIBRATE_STEPS, 0, MAX_VIBRATE_MS, { optional: true }),
+  ],
+});
 
 /** Every message type's fields, in wire order. `fallback` is the default of an omittable field. */
 export const SCHEMAS = Object.freeze({
   // participant -> server
-  join: [int('v', 0, 65535), str('device_id', 64, { pattern: DEVICE_ID_PATTERN, optional: true }), str('client', 64, { fallback: '' })],
+  join: [
+    int('v', 0, 65535), str('device_id', 64, { pattern: DEVICE_ID_PATTERN, optional: true }), str('client', 64, { fallback: '' }),
+    str('lang', 35, { optional: true }),
+  ],
   pong: [int('seq', 0, MAX_SEQ), int('t0_us'), int('t1_us'), int('t2_us')],
   ready: [bool('loaded'), bool('unlocked')],
   // server -> participant
   welcome: [int('v', 0, 65535), str('device_id', 64, { pattern: DEVICE_ID_PATTERN }), str('group', 64), str('track_url', 1024), str('title', 200)],
+  show: [
+    str('title', 200), str('when', MAX_INFO_TEXT), str('where', MAX_INFO_TEXT), str('bring', MAX_INFO_TEXT),
+    str('about', MAX_ABOUT_TEXT), records('cues', 'cue', RECORD_SCHEMAS.cue, MAX_CUES),
+  ],
+  announcement: [str('text', MAX_ANNOUNCEMENT_TEXT), int('at_us')],
   ping: [int('seq', 0, MAX_SEQ), int('t0_us')],
   estimate: [int('at_us'), int('offset_us'), float('rate_ppm', -10000, 10000), int('bound_us', 0), float('bound_growth_ppm', 0, 10000)],
   schedule: [int('epoch', 0), showState('state'), int('start_us', MIN_SAFE_INT, MAX_SAFE_INT, true)],
@@ -101,6 +134,7 @@ export const SCHEMAS = Object.freeze({
   hello: [int('v', 0, 65535), str('token', 256)],
   start: [int('lead_ms', 1000, 86400000)],
   abort: [],
+  announce: [str('text', MAX_ANNOUNCEMENT_TEXT)],
   // server -> organizer
   overview: [
     int('epoch', 0), showState('state'), int('start_us', MIN_SAFE_INT, MAX_SAFE_INT, true), int('server_us'),
@@ -110,8 +144,8 @@ export const SCHEMAS = Object.freeze({
 
 // Which messages each side may send on each endpoint.
 export const PARTICIPANT_TO_SERVER = Object.freeze(['join', 'pong', 'ready']);
-export const SERVER_TO_PARTICIPANT = Object.freeze(['welcome', 'ping', 'estimate', 'schedule', 'error']);
-export const ORGANIZER_TO_SERVER = Object.freeze(['hello', 'start', 'abort']);
+export const SERVER_TO_PARTICIPANT = Object.freeze(['welcome', 'show', 'ping', 'estimate', 'schedule', 'announcement', 'error']);
+export const ORGANIZER_TO_SERVER = Object.freeze(['hello', 'start', 'abort', 'announce']);
 export const SERVER_TO_ORGANIZER = Object.freeze(['overview', 'error']);
 
 // --- decoding ------------------------------------------------------------------
@@ -188,25 +222,57 @@ export function decode(data, { accept = SERVER_TO_PARTICIPANT, maxSize = MAX_SER
 }
 
 function build(typeName, obj) {
-  const schema = SCHEMAS[typeName];
-  for (const key of Object.keys(obj)) {
-    if (key !== 'type' && !schema.some((spec) => spec.name === key)) {
-      throw invalidField(typeName, shorten(key), 'no such field', 'an unknown field');
-    }
-  }
-  const message = { type: typeName };
+  const problem = recordProblem(SCHEMAS[typeName], obj, 'type');
+  if (problem !== null) throw invalidField(typeName, ...problem);
+  return instance(SCHEMAS[typeName], obj, { type: typeName });
+}
+
+/** A frozen plain object of `schema`'s fields from a checked map; missing optional fields are null. */
+function instance(schema, obj, start = {}) {
+  const result = start;
   for (const spec of schema) {
     if (!has(obj, spec.name)) {
-      if (spec.optional) message[spec.name] = null;
-      else if (spec.fallback !== undefined) message[spec.name] = spec.fallback;
-      else throw invalidField(typeName, spec.name, describe(spec), 'nothing (missing)');
-      continue;
+      result[spec.name] = spec.optional ? null : spec.fallback;
+    } else if (spec.kind === 'records' && obj[spec.name] !== null) {
+      result[spec.name] = Object.freeze(obj[spec.name].map((item) => instance(spec.schema, item)));
+    } else {
+      result[spec.name] = plain(obj[spec.name]);
     }
-    const problem = check(spec, obj[spec.name]);
-    if (problem !== null) throw invalidField(typeName, spec.name, describe(spec), problem);
-    message[spec.name] = plain(obj[spec.name]);
   }
-  return Object.freeze(message);
+  return Object.freeze(result);
+}
+
+/** [field path, expected, found] of the first field of `obj` that breaks `schema`, or null (codec.py _record_problem). */
+function recordProblem(schema, obj, skipKey = null) {
+  for (const key of Object.keys(obj)) {
+    if (key !== skipKey && !schema.some((spec) => spec.name === key)) {
+      return [shorten(key), 'no such field', 'an unknown field'];
+    }
+  }
+  for (const spec of schema) {
+    if (!has(obj, spec.name)) {
+      if (spec.optional || spec.fallback !== undefined) continue;
+      return [spec.name, describe(spec), 'nothing (missing)'];
+    }
+    const problem = fieldProblem(spec, obj[spec.name]);
+    if (problem !== null) return problem;
+  }
+  return null;
+}
+
+/** [field path, expected, found] if `value` does not fit `spec`, else null; the path is `name[i].sub` inside records. */
+function fieldProblem(spec, value) {
+  if (spec.kind === 'records' && Array.isArray(value) && value.length <= spec.maxItems) {
+    for (let index = 0; index < value.length; index += 1) {
+      const item = value[index];
+      if (kindOf(item) !== 'map') return [`${spec.name}[${index}]`, `a ${spec.recordName} map`, kindOf(item)];
+      const inner = recordProblem(spec.schema, item);
+      if (inner !== null) return [`${spec.name}[${index}].${inner[0]}`, inner[1], inner[2]];
+    }
+    return null;
+  }
+  const found = check(spec, value);
+  return found === null ? null : [spec.name, describe(spec), found];
 }
 
 function invalidField(typeName, field, expected, found) {
@@ -220,6 +286,7 @@ function invalidField(typeName, field, expected, found) {
 function plain(value) {
   if (value instanceof WireFloat) return value.value;
   if (typeof value === 'bigint') return Number(value);
+  if (Array.isArray(value)) return Object.freeze(value.map(plain));
   if (kindOf(value) === 'map') {
     const copy = {};
     for (const [key, count] of Object.entries(value)) copy[key] = plain(count);
@@ -250,13 +317,22 @@ export function encode(message) {
   for (const spec of schema) {
     let value = message[spec.name];
     if (value === undefined) value = spec.fallback !== undefined ? spec.fallback : null;
-    const problem = check(spec, value);
+    if (spec.kind === 'records' && Array.isArray(value)) value = value.map((item) => withNils(spec.schema, item));
+    const problem = fieldProblem(spec, value);
     if (problem !== null) {
-      throw new LocalProtocolError(`${typeName}.${spec.name}: expected ${describe(spec)}, found ${problem}`);
+      throw new LocalProtocolError(`${typeName}.${problem[0]}: expected ${problem[1]}, found ${problem[2]}`);
     }
     data[spec.name] = value;
   }
   return encoder.encode(data);
+}
+
+/** A record's map for the wire: omitted optional fields become nil, as codec.py sends them. */
+function withNils(schema, item) {
+  if (kindOf(item) !== 'map') return item;
+  const copy = { ...item };
+  for (const spec of schema) if (copy[spec.name] === undefined && spec.optional) copy[spec.name] = null;
+  return copy;
 }
 
 // --- field checks (codec.py _check) --------------------------------------------
@@ -297,6 +373,19 @@ function check(spec, value) {
       }
       return null;
     }
+    case 'ints':
+    case 'records': {
+      if (kind !== 'array') return kind;
+      if (value.length > spec.maxItems) return `an array of ${value.length} items`;
+      if (spec.kind === 'ints') {
+        for (const item of value) {
+          const itemKind = kindOf(item);
+          if (itemKind !== 'integer') return `an array holding a${'aeiou'.includes(itemKind[0]) ? 'n' : ''} ${itemKind}`;
+          if (item < spec.low || item > spec.high) return `an array holding ${String(item)} (out of range)`;
+        }
+      }
+      return null; // records: their items are checked by fieldProblem
+    }
     default:
       throw new LocalProtocolError(`field kind '${spec.kind}' is not known`);
   }
@@ -328,6 +417,10 @@ function describe(spec) {
     text = `one of ${spec.choices.join(', ')}`;
   } else if (spec.kind === 'counts') {
     text = 'map of group name to count';
+  } else if (spec.kind === 'ints') {
+    text = `array of at most ${spec.maxItems} integers in [${formatG(spec.low)}, ${formatG(spec.high)}]`;
+  } else if (spec.kind === 'records') {
+    text = `array of at most ${spec.maxItems} ${spec.recordName} maps`;
   } else {
     text = 'boolean';
   }
