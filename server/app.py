@@ -14,6 +14,7 @@ from server.config import WEB_ROOT, ServerConfig
 from server.hub import Hub, ShowSpec
 from server.organizer import organizer_ws
 from server.participants import participant_ws
+from server.prepare import segment_files
 
 log = logging.getLogger("unisono.app")
 
@@ -49,6 +50,7 @@ def make_app(config: ServerConfig, show: ShowSpec, token: str | None = None) -> 
     hub = Hub(config, show, token or load_or_create_token(config))
     app[HUB] = hub
     tracks = {path.name: path for path in show.tracks.values()}
+    tracks.update(segment_files(show.tracks.values()))  # a prepared track's manifest names its segments
 
     async def index(request: web.Request) -> web.FileResponse:
         return web.FileResponse(WEB_ROOT / "index.html", headers={"Cache-Control": PAGE_CACHE_CONTROL})
@@ -90,10 +92,3 @@ async def _close_all(app: web.Application) -> None:
         *(ws.close(code=1001, message=b"server shutting down") for ws in sockets), return_exceptions=True
     )
 
-
-def track_duration_ns(path: Path) -> int:
-    """Length of a WAV track in nanoseconds."""
-    import wave
-
-    with wave.open(str(path), "rb") as wav:
-        return wav.getnframes() * 1_000_000_000 // wav.getframerate()

@@ -11,18 +11,65 @@ from pathlib import Path
 
 from aiohttp import web
 
-from server.app import HUB, load_or_create_token, make_app, track_duration_ns
+from server.app import HUB, load_or_create_token, make_app
 from server.config import ConfigError, ServerConfig
 from server.hub import ShowSpec
+from server.showfile import ShowFile, ShowFileInvalid, load_show
+
+DEMO_SHOW_PATH = Path(__file__).with_name("demo_show.toml")
+
+
+def demo_show_file(data_dir: Path) -> ShowFile:
+    """The built-in demo show (server/demo_show.toml), its tracks generated into <data_dir>/demo."""
+    from server.demo import ensure_demo_tracks
+
+    track_dir = data_dir / "demo"
+    ensure_demo_tracks(track_dir)
+    return load_show(DEMO_SHOW_PATH, track_dir=track_dir)
 
 
 def demo_show(data_dir: Path) -> ShowSpec:
-    """The built-in demo show: two groups, generated tracks with clicks on a beat."""
-    from server.demo import DEMO_TITLE, ensure_demo_tracks
+    """The built-in demo show: two groups, generated tracks with clicks on a beat, and cues."""
+    return ShowSpec.from_file(demo_show_file(data_dir))
 
-    tracks = ensure_demo_tracks(data_dir / "demo")
-    duration = max(track_duration_ns(p) for p in tracks.values())
-    return ShowSpec(title=DEMO_TITLE, tracks=dict(tracks), duration_ns=duration)
+
+def _clock(ns: int) -> str:
+    total = round(ns / 1e9)
+    return f"{total // 60}:{total % 60:02d}"
+
+
+def summary(show: ShowFile) -> str:
+    """What `unisono check` prints for a good show: title, and per group its weight, length and cues."""
+    lines = [f"{show.path}: ok: {show.title!r}, {len(show.groups)} group{'s' if len(show.groups) != 1 else ''}"]
+    for group in show.groups:
+        lines.append(
+            f"  {group.name}: {group.track.name}, {_clock(group.duration_ns)}, weight {group.weight:g}, "
+            f"{len(group.cues)} cue{'s' if len(group.cues) != 1 else ''}"
+        )
+    return "\n".join(lines)
+
+
+def load_or_report(path: Path, track_dir: Path | None = None) -> ShowFile | None:
+    """The checked show file, or None after printing why it cannot be used (every error, then a count)."""
+    try:
+        return load_show(path, track_dir=track_dir)
+    except OSError as exc:
+        print(f"{path}: cannot read the show file: {exc.strerror or exc}", file=sys.stderr)
+    except ShowFileInvalid as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        count = len(exc.errors)
+        print(f"{path}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
+    return None
+
+
+def check(path: Path, track_dir: Path | None = None) -> int:
+    """`unisono check SHOW.toml`: 0 and a summary if the show is fine, 1 and every error if not."""
+    show = load_or_report(path, track_dir)
+    if show is None:
+        return 1
+    print(summary(show))
+    return 0
 
 
 def lan_address() -> str:
@@ -59,12 +106,18 @@ async def serve(config: ServerConfig, show: ShowSpec, ready: asyncio.Event | Non
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="unisono", description="Synchronized audio for a crowd of phones.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_serve = sub.add_parser("serve", help="run the server with the demo show")
+    p_serve = sub.add_parser("serve", help="run the server with a show file (default: the demo show)")
+    p_serve.add_argument("show", nargs="?", type=Path, help="the show file (TOML); without it, the demo show")
     p_serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")
     p_serve.add_argument("--port", type=int, default=8080, help="TCP port (default: 8080)")
     p_serve.add_argument("--data-dir", type=Path, default=Path("var"), help="state and generated files (default: ./var)")
     p_serve.add_argument("-v", "--verbose", action="store_true", help="log every join and sample rejection")
+    p_check = sub.add_parser("check", help="validate a show file and list every error")
+    p_check.add_argument("show", type=Path, help="the show file (TOML)")
+    p_check.add_argument("--tracks", type=Path, default=None, help="folder the tracks are in (default: the show file's)")
     args = parser.parse_args(argv)
+    if args.command == "check":
+        return check(args.show, args.tracks)
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -75,7 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"unisono: invalid option: {exc}", file=sys.stderr)
         return 2
-    show = demo_show(config.data_dir)
+    if args.show is None:
+        show = demo_show(config.data_dir)
+    else:
+        show_file = load_or_report(args.show)
+        if show_file is None:
+            print("unisono: not serving: fix the show file", file=sys.stderr)
+            return 1
+        show = ShowSpec.from_file(show_file)
     try:
         asyncio.run(serve(config, show))
     except KeyboardInterrupt:

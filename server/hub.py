@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
@@ -20,9 +20,10 @@ from clock.reference import ReferenceClock
 from clock.session import DeviceSession
 from protocol import encode
 from protocol.errors import CLOSE_POLICY_VIOLATION
-from protocol.messages import Overview
+from protocol.messages import Announcement, Overview, Show
 from server.config import ServerConfig
 from server.groups import GroupAssigner
+from server.showfile import ShowCue, ShowFile
 from server.show import ShowMachine, ShowSnapshot
 
 log = logging.getLogger("unisono.hub")
@@ -50,11 +51,29 @@ class ServerClock:
 
 @dataclass(frozen=True)
 class ShowSpec:
-    """A show as the server runs it: its title and one track file per group."""
+    """A show as the server runs it: its title, one track file per group, and what the pages show.
+
+    ``weights``: group -> relative share of devices (default 1). ``cues``: group
+    -> its cues, sorted. ``description``: language -> {when, where, bring, text}.
+    """
 
     title: str
     tracks: dict[str, Path]
     duration_ns: int
+    weights: Mapping[str, float] = field(default_factory=dict)
+    cues: Mapping[str, tuple[ShowCue, ...]] = field(default_factory=dict)
+    description: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_file(cls, show: ShowFile) -> ShowSpec:
+        return cls(
+            title=show.title,
+            tracks={g.name: g.track for g in show.groups},
+            duration_ns=show.duration_ns,
+            weights={g.name: g.weight for g in show.groups},
+            cues={g.name: g.cues for g in show.groups},
+            description=show.description,
+        )
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -62,6 +81,18 @@ class ShowSpec:
 
     def track_url(self, group: str) -> str:
         return f"/tracks/{self.tracks[group].name}"
+
+    def show_message(self, group: str, lang: str) -> Show:
+        """The ``show`` message for a device of ``group`` that reads ``lang`` ("en" or "fr")."""
+        about = self.description.get(lang, {})
+        return Show(
+            title=self.title,
+            when=about.get("when", ""),
+            where=about.get("where", ""),
+            bring=about.get("bring", ""),
+            about=about.get("text", ""),
+            cues=tuple(cue.to_wire(lang) for cue in self.cues.get(group, ())),
+        )
 
 
 class Outbox:
@@ -115,8 +146,11 @@ class Hub:
         self.token = token
         self.clock = clock or ServerClock()
         self.show = ShowMachine(show.duration_ns)
-        self.groups = GroupAssigner(show.groups)
+        self.groups = GroupAssigner(show.groups, weights=show.weights)
         self.devices: set[Device] = set()
+        # The organizer's latest announcement, encoded: sent again to every device that joins.
+        self.announcement: bytes | None = None
+        self._show_frames: dict[tuple[str, str], bytes] = {}
         self.organizers: set[Outbox] = set()
         self._wake = asyncio.Event()
         self._overview_interval_ns = int(config.overview_interval_s * 1e9)
@@ -137,6 +171,23 @@ class Hub:
         log.info("show aborted: epoch %d", snapshot.epoch)
         self._announce(snapshot)
         return snapshot
+
+    def show_frame(self, group: str, lang: str) -> bytes:
+        """The encoded ``show`` message for ``group`` in ``lang``, made once (500 cues are worth caching)."""
+        frame = self._show_frames.get((group, lang))
+        if frame is None:
+            frame = self._show_frames[(group, lang)] = encode(self.show_spec.show_message(group, lang))
+        return frame
+
+    def announce(self, text: str) -> Announcement:
+        """Send the organizer's ``text`` to every device now, and to every later joiner."""
+        message = Announcement(text=text, at_us=self.clock.now_ns() // 1000)
+        data = encode(message)
+        self.announcement = data
+        for device in self.devices:
+            device.outbox.put(data)
+        log.info("announcement sent to %d devices", len(self.devices))
+        return message
 
     def _announce(self, snapshot: ShowSnapshot) -> None:
         data = encode(snapshot.to_message())

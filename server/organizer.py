@@ -1,4 +1,4 @@
-"""The organizer websocket (/ws/organizer): token, then start and abort."""
+"""The organizer websocket (/ws/organizer): token, then start, abort and announce."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from aiohttp import web
 
 from protocol import MAX_ORGANIZER_MESSAGE, PROTOCOL_VERSION, decode, encode
 from protocol.errors import NotAuthorized, UnexpectedMessage, UnsupportedVersion
-from protocol.messages import ORGANIZER_TO_SERVER, Abort, Error, Hello, Start
+from protocol.messages import ORGANIZER_TO_SERVER, Abort, Announce, Error, Hello, Start
 from server.connection import TRANSPORT_MAX_FRAME, close_for, drain, frames
 from server.hub import Hub, Outbox
 from server.show import InvalidTransition
@@ -48,8 +48,10 @@ async def organizer_ws(request: web.Request) -> web.WebSocketResponse:
                     hub.start_show(received_ns + message.lead_ms * 1_000_000)
                 elif isinstance(message, Abort):
                     hub.abort_show()
+                elif isinstance(message, Announce):
+                    hub.announce(message.text)
                 else:
-                    raise UnexpectedMessage(f"expected start or abort, found a second {message.TYPE}")
+                    raise UnexpectedMessage(f"expected start, abort or announce, found a second {message.TYPE}")
             except InvalidTransition as exc:
                 outbox.put(encode(Error(code="invalid_state", message=str(exc))))
     except asyncio.CancelledError:

@@ -21,6 +21,7 @@ from protocol.errors import UnexpectedMessage, UnsupportedVersion
 from protocol.messages import PARTICIPANT_TO_SERVER, Estimate, Join, Ping, Pong, Ready, Welcome
 from server.connection import TRANSPORT_MAX_FRAME, close_for, drain, frames
 from server.hub import Device, Hub, Outbox
+from server.showfile import language_of
 
 log = logging.getLogger("unisono.participants")
 
@@ -101,7 +102,10 @@ def _join(hub: Hub, ws: web.WebSocketResponse, message: object) -> Device:
             )
         )
     )
+    device.outbox.put(hub.show_frame(group, language_of(message.lang)))
     device.outbox.put(encode(hub.show.snapshot.to_message()))
+    if hub.announcement is not None:
+        device.outbox.put(hub.announcement)
     hub.add_device(device)
     log.info("device %s joined group %s (%s)", device_id, group, message.client or "unnamed client")
     return device

@@ -43,9 +43,63 @@ class RunningServer:
     token: str
 
 
+# The cues of small_show, as track positions in seconds: each group has its own.
+SMALL_SHOW_CUES = {"red": (0.5, 1.5), "blue": (1.0, 2.0)}
+SMALL_SHOW_TOML = """\
+title = "Test show"
+
+[description]
+when_en = "Now"
+when_fr = "Maintenant"
+where_en = "Here"
+where_fr = "Ici"
+bring_en = "A phone"
+bring_fr = "Un téléphone"
+text_en = "A test of cues."
+text_fr = "Un essai des consignes."
+
+[[groups]]
+name = "red"
+track = "red.wav"
+
+[[groups.cues]]
+at = 0.5
+text_en = "red one"
+text_fr = "rouge un"
+colour = "#ff0000"
+vibrate = [100, 50, 100]
+
+[[groups.cues]]
+at = 1.5
+text_en = "red two"
+text_fr = "rouge deux"
+
+[[groups]]
+name = "blue"
+track = "blue.wav"
+
+[[groups.cues]]
+at = 1.0
+text_en = "blue one"
+text_fr = "bleu un"
+colour = "#0000ff"
+
+[[groups.cues]]
+at = 2.0
+text_en = "blue two"
+text_fr = "bleu deux"
+"""
+
+
 def small_show(directory: Path, seconds: float = 3.0) -> ShowSpec:
-    tracks = {g: write_tone_wav(directory / f"{g}.wav", seconds) for g in ("red", "blue")}
-    return ShowSpec(title="Test show", tracks=tracks, duration_ns=int(seconds * 1e9))
+    """Two groups, red and blue, of silent ``seconds``-long tracks, each with two cues, from a show file."""
+    from server.showfile import load_show
+
+    for group in ("red", "blue"):
+        write_tone_wav(directory / f"{group}.wav", seconds)
+    path = directory / "show.toml"
+    path.write_text(SMALL_SHOW_TOML, encoding="utf-8")
+    return ShowSpec.from_file(load_show(path))
 
 
 async def start_server(tmp_path: Path, show: ShowSpec, **config: object) -> tuple[web.AppRunner, RunningServer]:

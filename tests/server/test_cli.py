@@ -1,0 +1,51 @@
+"""`unisono check`: exit 0 and a summary for a good show, 1 and every error for a bad one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.cli import DEMO_SHOW_PATH, main
+from tests.conftest import write_tone_wav
+from tests.server.test_showfile import GOOD
+
+
+def test_check_good_show_prints_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A valid show exits 0 and names each group with its track, length, weight and cues."""
+    write_tone_wav(tmp_path / "red.wav", 3.0)
+    (tmp_path / "sub").mkdir()
+    write_tone_wav(tmp_path / "sub" / "blue.wav", 4.0)
+    (tmp_path / "show.toml").write_text(GOOD, encoding="utf-8")
+    assert main(["check", str(tmp_path / "show.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "ok: 'Place du Marché', 2 groups" in out
+    assert "red: red.wav, 0:03, weight 2, 2 cues" in out
+    assert "blue: blue.wav, 0:04, weight 1, 0 cues" in out
+
+
+def test_check_bad_show_lists_every_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An invalid show exits 1 and prints each error (file:line: key: expected ..., found ...) and a count."""
+    write_tone_wav(tmp_path / "red.wav", 3.0)
+    show = tmp_path / "show.toml"
+    show.write_text(GOOD.replace("weight = 2", "weight = 0"), encoding="utf-8")
+    assert main(["check", str(show)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert f"{show}:11: groups[0].weight: expected a number above 0 and at most 1000000, found integer 0" in err
+    assert any(line.startswith(f"{show}:26: groups[1].track: expected an existing audio file") for line in err)
+    assert err[-1] == f"{show}: 2 errors"
+
+
+def test_check_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A show file that does not exist exits 1 with a message naming it."""
+    assert main(["check", str(tmp_path / "none.toml")]) == 1
+    assert "none.toml: cannot read the show file" in capsys.readouterr().err
+
+
+def test_check_the_demo_show_with_its_tracks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo show checks out against its generated tracks (--tracks)."""
+    from server.demo import ensure_demo_tracks
+
+    ensure_demo_tracks(tmp_path)
+    assert main(["check", "--tracks", str(tmp_path), str(DEMO_SHOW_PATH)]) == 0
+    assert "red: demo-red.wav, 2:30, weight 1, 5 cues" in capsys.readouterr().out
