@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -342,3 +342,13 @@ def load_manifest(path: Path) -> Manifest:
         )
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise PrepareError(f"{path}: not a segment manifest: {error}") from error
+
+
+def segment_files(tracks: Iterable[Path]) -> dict[str, Path]:
+    """The segment files of every manifest among ``tracks`` (``*.json``), by file name, for serving under /tracks/."""
+    files: dict[str, Path] = {}
+    for path in tracks:
+        if path.suffix == ".json":
+            for segment in load_manifest(path).segments:
+                files[segment.url] = path.parent / segment.url
+    return files

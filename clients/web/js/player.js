@@ -3,12 +3,20 @@
  * schedule.js says, and keep it in step while it plays as drift.js says. All
  * timing decisions are schedule.js's and drift.js's; this file reads the
  * clocks, calls them, and drives the Web Audio nodes.
+ *
+ * Two kinds of track: a single audio file, decoded whole into one buffer and
+ * played by one source; or a segment manifest (a URL ending in .json, see
+ * segments.js), decoded a couple of minutes ahead at a time and played by a
+ * chain of sources (chain.js). Rate changes apply to every source of the
+ * chain; a re-align ends the chain and starts a new one.
  */
 
 import { computeStart, outputLatencyS, pickOutputTimestamp } from './schedule.js';
 import { DriftController } from './drift.js';
 import { ClockEstimate } from './sync.js';
 import { deviceNowUs, perfNowMs, timeOriginMs } from './deviceclock.js';
+import { SegmentedTrack, decodeWith, fetchManifest } from './chain.js';
+import { isManifestUrl } from './segments.js';
 
 // Before the start is audible, a new estimate that moves it by more than this
 // replaces the scheduled source: the first estimates after join are the
@@ -29,13 +37,9 @@ function audioContextClass() {
   return globalThis.AudioContext ?? globalThis.webkitAudioContext;
 }
 
-/** decodeAudioData in its callback form, which old Safari requires, as a promise. */
-function decodeWith(context, bytes) {
-  return new Promise((resolve, reject) => {
-    const result = context.decodeAudioData(bytes, resolve, reject);
-    if (result && typeof result.then === 'function') result.then(resolve, reject);
-  });
-}
+// A late joiner waits until the segments this far past its start position
+// are decoded, so the chain does not run dry while the next one decodes.
+const LATE_JOIN_READY_AHEAD_S = 1.0;
 
 /**
  * The track player. `onChange()` is called whenever loaded/unlocked/start/ended changes.
@@ -45,7 +49,10 @@ export class Player {
   constructor({ onChange } = {}) {
     this.onChange = onChange ?? (() => {});
     this.context = null;
-    this.buffer = null;
+    this.buffer = null; // single-file track
+    this.track = null; // segmented track (SegmentedTrack), ready once its first segments are decoded
+    this.trackReady = false;
+    this.waitingForPositionS = null; // a late start waiting for its segments to decode
     this.trackUrl = null;
     this.schedule = null;
     this.estimate = null;
@@ -62,7 +69,12 @@ export class Player {
   }
 
   get loaded() {
-    return this.buffer !== null;
+    return this.buffer !== null || this.trackReady;
+  }
+
+  /** Whether a source (or a chain of them) is playing or scheduled. */
+  get sounding() {
+    return this.source !== null || (this.track !== null && this.track.chain !== null);
   }
 
   get unlocked() {
@@ -103,6 +115,10 @@ export class Player {
     if (url === this.trackUrl) return;
     this.trackUrl = url;
     try {
+      if (isManifestUrl(url)) {
+        await this.loadSegmented(url);
+        return;
+      }
       const response = await fetch(url);
       if (!response.ok) throw new Error(`the track could not be downloaded (HTTP ${response.status})`);
       const bytes = await response.arrayBuffer();
@@ -113,6 +129,23 @@ export class Player {
       this.trackUrl = null; // the next load of this URL tries again
       throw error;
     }
+    this.update();
+    this.onChange();
+  }
+
+  /** A segmented track: the manifest, then its first segments decoded (and more, in the background). */
+  async loadSegmented(url) {
+    const manifest = await fetchManifest(url);
+    const track = new SegmentedTrack(manifest, url, {
+      onEnded: () => {
+        this.trackEnded = true;
+        this.onChange();
+      },
+      onError: (error) => console.warn(`segment: ${error.message}`),
+    });
+    await track.prepare(0);
+    this.track = track;
+    this.trackReady = true;
     this.update();
     this.onChange();
   }
@@ -134,7 +167,7 @@ export class Player {
       this.stop();
       return;
     }
-    if (!this.context || !this.buffer || !this.estimate || this.context.state !== 'running') return;
+    if (!this.context || !this.loaded || !this.estimate || this.context.state !== 'running') return;
     // A new epoch for the same start (scheduled -> playing) keeps the source.
     const sameStart = this.start !== null && this.start.startUs === this.schedule.start_us;
     if (sameStart && this.context.currentTime >= this.start.contextWhen - RESCHEDULE_GUARD_S) return;
@@ -159,18 +192,43 @@ export class Player {
       timeOriginMs: timeOriginMs(),
       latencyS: outputLatencyS(context.baseLatency, context.outputLatency),
       currentTimeS: context.currentTime,
-      durationS: this.buffer.duration,
+      durationS: this.track ? this.track.durationS : this.buffer.duration,
     });
   }
 
   play(start) {
     this.stopSource();
-    this.source = this.newSource(start.contextWhen, start.offsetS, 1.0);
-    this.drift.start(start.contextWhen, start.offsetS, 1.0);
+    if (this.track) {
+      if (!this.track.isReady(start.offsetS, LATE_JOIN_READY_AHEAD_S)) {
+        this.start = null;
+        this.waitForSegments(start.offsetS);
+        return;
+      }
+      this.drift.start(start.contextWhen, start.offsetS, 1.0);
+      this.track.start(this.context, this.context.destination, () => this.drift.segments, start.offsetS, 1.0);
+    } else {
+      this.source = this.newSource(start.contextWhen, start.offsetS, 1.0);
+      this.drift.start(start.contextWhen, start.offsetS, 1.0);
+    }
     this.lastDriftContextS = -Infinity;
     this.start = start;
     this.trackEnded = false;
     this.onChange();
+  }
+
+  /**
+   * A late start inside a segment not decoded yet: decode from there (allowing
+   * for the time decoding takes), then compute the start again.
+   */
+  waitForSegments(positionS) {
+    if (this.waitingForPositionS !== null) return;
+    this.waitingForPositionS = positionS;
+    this.track.prepare(positionS, { readyAheadS: LATE_JOIN_READY_AHEAD_S + 5 })
+      .catch((error) => console.warn(`segment: ${error.message}`))
+      .finally(() => {
+        this.waitingForPositionS = null;
+        this.update();
+      });
   }
 
   /** A source playing the track from `offsetS` at audio time `when`, at playbackRate `rate`. */
@@ -196,7 +254,8 @@ export class Player {
    */
   correctDrift() {
     const context = this.context;
-    if (!this.source || !this.start || !this.estimate || context.state !== 'running') return;
+    if (this.track) this.track.tick();
+    if (!this.sounding || !this.start || !this.estimate || context.state !== 'running') return;
     const nowS = context.currentTime;
     if (nowS < this.start.contextWhen || nowS - this.lastDriftContextS < DRIFT_INTERVAL_S) return;
     this.lastDriftContextS = nowS;
@@ -213,7 +272,12 @@ export class Player {
       contextNowS: nowS,
     });
     if (decision.action === 'rate') {
-      this.source.playbackRate.setValueAtTime(decision.rate, decision.atContextTimeS);
+      if (this.track) {
+        this.track.setRate(decision.rate, decision.atContextTimeS);
+        this.track.reschedule(decision.atContextTimeS);
+      } else {
+        this.source.playbackRate.setValueAtTime(decision.rate, decision.atContextTimeS);
+      }
     } else if (decision.action === 'realign') {
       this.realign(decision);
     }
@@ -221,6 +285,16 @@ export class Player {
 
   /** Hand over to a new source at the decided instant: the old one stops exactly when the new one starts. */
   realign({ atContextTimeS, positionS, rate }) {
+    if (this.track) {
+      this.track.stop(atContextTimeS);
+      if (positionS >= this.track.durationS) {
+        this.trackEnded = true;
+      } else {
+        this.track.start(this.context, this.context.destination, () => this.drift.segments, positionS, rate);
+      }
+      this.onChange();
+      return;
+    }
     const old = this.source;
     old.onended = null;
     old.stop(atContextTimeS);
@@ -236,6 +310,7 @@ export class Player {
   }
 
   stopSource() {
+    if (this.track) this.track.stop();
     const source = this.source;
     this.source = null;
     if (source) {
