@@ -40,6 +40,14 @@ function audioContextClass() {
 // A late joiner waits until the segments this far past its start position
 // are decoded, so the chain does not run dry while the next one decodes.
 const LATE_JOIN_READY_AHEAD_S = 1.0;
+// A late joiner (or a reloaded page) starts once its clock estimate is this
+// good: once playing, only the drift loop moves it, slowly (500 ppm at most),
+// and the first estimates after a join can be tens of ms off. 5 ms is the
+// sync target; the estimator reaches it within ~2 s of joining (bench, 4g p99).
+const LATE_START_MAX_BOUND_US = 5000;
+// ... but no longer than this after it could have started: a phone on a bad
+// network may never reach the bound, and playing slightly off beats silence.
+const LATE_START_MAX_WAIT_MS = 5000;
 
 /**
  * The track player. `onChange()` is called whenever loaded/unlocked/start/ended changes.
@@ -53,6 +61,7 @@ export class Player {
     this.track = null; // segmented track (SegmentedTrack), ready once its first segments are decoded
     this.trackReady = false;
     this.waitingForPositionS = null; // a late start waiting for its segments to decode
+    this.lateWaitSinceMs = null; // performance time a late start began waiting for a good estimate
     this.trackUrl = null;
     this.schedule = null;
     this.estimate = null;
@@ -176,8 +185,17 @@ export class Player {
       this.stop();
       return;
     }
+    if (this.start === null && next.offsetS > 0 && !this.lateStartAllowed()) return;
     if (sameStart && Math.abs(next.contextWhen - this.start.contextWhen) < RESCHEDULE_THRESHOLD_S && next.offsetS === this.start.offsetS) return;
     this.play(next);
+  }
+
+  /** Whether a late start may go ahead now: the estimate is good enough, or it has waited long enough. */
+  lateStartAllowed() {
+    const clock = this.estimate instanceof ClockEstimate ? this.estimate : new ClockEstimate(this.estimate);
+    if (clock.boundAt(deviceNowUs()) <= LATE_START_MAX_BOUND_US) return true;
+    if (this.lateWaitSinceMs === null) this.lateWaitSinceMs = perfNowMs();
+    return perfNowMs() - this.lateWaitSinceMs >= LATE_START_MAX_WAIT_MS;
   }
 
   compute() {
@@ -211,6 +229,7 @@ export class Player {
       this.drift.start(start.contextWhen, start.offsetS, 1.0);
     }
     this.lastDriftContextS = -Infinity;
+    this.lateWaitSinceMs = null;
     this.start = start;
     this.trackEnded = false;
     this.onChange();
@@ -255,6 +274,8 @@ export class Player {
   correctDrift() {
     const context = this.context;
     if (this.track) this.track.tick();
+    // A late start waiting for a better estimate or its segments is retried here too.
+    if (this.start === null && context !== null && this.waitingForPositionS === null) this.update();
     if (!this.sounding || !this.start || !this.estimate || context.state !== 'running') return;
     const nowS = context.currentTime;
     if (nowS < this.start.contextWhen || nowS - this.lastDriftContextS < DRIFT_INTERVAL_S) return;
