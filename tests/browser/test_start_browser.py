@@ -29,6 +29,7 @@ CLOCK_SCRIPT = """
   const realDateNow = Date.now.bind(Date);
   const base = realNow();
   const fake = (real) => real + SHIFT_MS + (real - base) * SKEW;
+  const unfake = (faked) => (faked - SHIFT_MS + base * SKEW) / (1 + SKEW);
   performance.now = () => fake(realNow());
   Date.now = () => Math.round(realDateNow() + SHIFT_MS + (realNow() - base) * SKEW);
   const realOutput = AudioContext.prototype.getOutputTimestamp;
@@ -44,6 +45,8 @@ CLOCK_SCRIPT = """
     const ts = realOutput.call(window.__unisonoContext);
     return performance.timeOrigin + ts.performanceTime + (contextTime - ts.contextTime) * 1000;
   };
+  // True Unix time (ms) of a device time (µs) the page read from its shifted clock.
+  window.__unisonoTrueMsOfDeviceUs = (deviceUs) => performance.timeOrigin + unfake(deviceUs / 1000 - performance.timeOrigin);
 })();
 """
 

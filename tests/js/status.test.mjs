@@ -2,7 +2,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 
-import { participantState, syncText, countdownText } from '../../clients/web/js/status.js';
+import { participantState, syncText, countdownText, pageLanguage, TEXTS } from '../../clients/web/js/status.js';
 
 const JOINED = { error: null, joined: true, loaded: true, unlocked: true, schedule: { epoch: 0, state: 'idle', start_us: null }, everStarted: false, start: null, audioNowS: 3, trackEnded: false };
 const START = { epoch: 1, startUs: 9, contextWhen: 9.96, offsetS: 0, audibleContextTime: 10, deviceStartUs: 5 };
@@ -41,4 +41,16 @@ test('countdownText rounds up to whole seconds and never goes negative', () => {
   assert.equal(countdownText(720), '12:00');
   assert.equal(countdownText(3723), '1:02:03');
   assert.equal(countdownText(-3), '0:00');
+});
+
+test('pageLanguage: French for fr tags, English otherwise', () => {
+  assert.deepEqual(['fr', 'fr-FR', 'FR_ca', 'en-US', 'de', '', null, undefined].map(pageLanguage), ['fr', 'fr', 'fr', 'en', 'en', 'en', 'en', 'en']);
+});
+
+test('both languages have every text, and a status text for every state', () => {
+  assert.deepEqual(Object.keys(TEXTS.fr).sort(), Object.keys(TEXTS.en).sort());
+  assert.deepEqual(Object.keys(TEXTS.fr.status).sort(), Object.keys(TEXTS.en.status).sort());
+  for (const state of ['connecting', 'joined', 'loaded', 'unlocked', 'scheduled', 'playing', 'idle', 'ended', 'error']) {
+    assert.ok(TEXTS.en.status[state] && TEXTS.fr.status[state], state);
+  }
 });

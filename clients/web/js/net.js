@@ -117,14 +117,16 @@ function storeId(storage, deviceId) {
 /**
  * The participant's connection to `/ws`: join, pongs, ready.
  *
- * Callbacks: onMessage(message) for every message but ping (welcome,
- * estimate, schedule, error); onConnection(connected); onBadMessage(error)
+ * Callbacks: onMessage(message) for every message but ping (welcome, show,
+ * estimate, schedule, announcement, error); onConnection(connected); onBadMessage(error)
  * for a frame that failed to decode (it is dropped).
  */
 export class ParticipantLink {
-  constructor(url, { storage, client = 'unisono-web/1', onMessage, onConnection, onBadMessage } = {}) {
+  constructor(url, { storage, client = 'unisono-web/1', lang = null, onMessage, onConnection, onBadMessage } = {}) {
     this.storage = storage;
     this.client = client;
+    // join.lang: a BCP 47 tag (navigator.language); the server picks French or English texts from it.
+    this.lang = typeof lang === 'string' && lang.length > 0 && lang.length <= 35 ? lang : null;
     this.onMessage = onMessage ?? (() => {});
     this.onConnection = onConnection ?? (() => {});
     this.onBadMessage = onBadMessage ?? (() => {});
@@ -154,7 +156,7 @@ export class ParticipantLink {
   sendJoin() {
     const deviceId = readStoredId(this.storage);
     const validId = typeof deviceId === 'string' && /^[A-Za-z0-9_-]{8,64}$/.test(deviceId) ? deviceId : null;
-    this.socket.send(encode({ type: 'join', v: PROTOCOL_VERSION, device_id: validId, client: this.client }));
+    this.socket.send(encode({ type: 'join', v: PROTOCOL_VERSION, device_id: validId, client: this.client, lang: this.lang }));
   }
 
   sendReady() {

@@ -1,6 +1,6 @@
 /**
  * The organizer console: `hello` with the URL's token, then the live
- * `overview`; start with a lead time, abort. Glue only: the protocol is protocol.js's.
+ * `overview`; start with a lead time, abort, announce. Glue only: the protocol is protocol.js's.
  */
 
 import { ReconnectingSocket, socketUrl, PERMANENT_ERRORS } from './net.js';
@@ -24,7 +24,13 @@ const view = {
   abort: document.getElementById('abort'),
   error: document.getElementById('error'),
   connection: document.getElementById('connection'),
+  announceForm: document.getElementById('announce-form'),
+  announceText: document.getElementById('announce-text'),
+  announceSent: document.getElementById('announce-sent'),
 };
+
+// announce.text's limit (protocol.js, messages.py MAX_ANNOUNCEMENT_TEXT), in characters.
+const MAX_ANNOUNCEMENT_CHARS = 500;
 
 let overview = null;
 let overviewAtMs = 0; // perfNowMs() when the overview arrived, to run the countdown between overviews
@@ -106,6 +112,21 @@ view.start.addEventListener('click', () => {
 view.abort.addEventListener('click', () => {
   showError('');
   if (!socket.send(encode({ type: 'abort' }))) showError('Not connected: the abort was not sent.');
+});
+
+view.announceForm.addEventListener('submit', (event) => {
+  event.preventDefault();
+  const text = view.announceText.value.trim();
+  if (Array.from(text).length > MAX_ANNOUNCEMENT_CHARS) {
+    showError(`An announcement holds at most ${MAX_ANNOUNCEMENT_CHARS} characters.`);
+    return;
+  }
+  showError('');
+  if (!socket.send(encode({ type: 'announce', text }))) {
+    showError('Not connected: the announcement was not sent.');
+    return;
+  }
+  view.announceSent.textContent = text ? `sent at ${new Date().toLocaleTimeString()}` : 'announcement cleared';
 });
 
 if (!token) showError('No organizer token in the address: open the organizer link printed by `unisono serve`.');

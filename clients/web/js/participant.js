@@ -1,19 +1,26 @@
 /**
- * The participant page: wires the link (net.js), the player (player.js) and
- * the view. Exposes `window.unisono`, a plain object kept current, which the
- * browser tests read.
+ * The participant page: wires the link (net.js), the player (player.js), the
+ * cue timer (cues.js) and the view. Exposes `window.unisono`, a plain object
+ * kept current, which the browser tests read.
  */
 
 import { ParticipantLink, socketUrl } from './net.js';
 import { Player } from './player.js';
 import { ClockEstimate } from './sync.js';
 import { latestSchedule } from './schedule.js';
-import { participantState, syncText, countdownText } from './status.js';
+import { participantState, syncText, countdownText, pageLanguage, TEXTS } from './status.js';
+import { CueTimer, textColourOn } from './cues.js';
 import { deviceNowUs } from './deviceclock.js';
 import { PROTOCOL_VERSION } from './protocol.js';
 
 // The view is redrawn this often for the countdown and the sync bound.
 const REDRAW_INTERVAL_MS = 200;
+// How long a cue's colour fills the screen.
+const FLASH_MS = 1000;
+
+const lang = pageLanguage(globalThis.navigator?.language);
+const texts = TEXTS[lang];
+document.documentElement.lang = lang;
 
 const hook = {
   state: 'connecting',
@@ -29,6 +36,11 @@ const hook = {
   boundUs: null,
   drift: null, // {errorMs (played - target, null until measured), ratePpm, rateEstimatePpm, realigns}
   error: null,
+  lang,
+  show: null, // the `show` message: title, when, where, bring, about, cues
+  cue: null, // the cue whose text shows now, or null
+  cues: [], // every cue fired: {index, firedDeviceUs, dueDeviceUs} (device time, µs)
+  announcements: [], // every announcement received: {text, at_us}
 };
 window.unisono = hook;
 
@@ -44,12 +56,30 @@ const view = {
   unlock: document.getElementById('unlock'),
   error: document.getElementById('error'),
   connection: document.getElementById('connection'),
+  cue: document.getElementById('cue'),
+  announcement: document.getElementById('announcement'),
+  announcementLabel: document.getElementById('announcement-label'),
+  announcementText: document.getElementById('announcement-text'),
+  about: document.getElementById('about'),
+  aboutText: document.getElementById('about-text'),
+  whenLabel: document.getElementById('when-label'),
+  when: document.getElementById('when'),
+  whereLabel: document.getElementById('where-label'),
+  where: document.getElementById('where'),
+  bringLabel: document.getElementById('bring-label'),
+  bring: document.getElementById('bring'),
 };
+
+const cueTimer = new CueTimer();
+let cueTimeout = null;
+let currentCue = -1;
+let flashTimeout = null;
 
 const player = new Player({ onChange: render });
 
 const link = new ParticipantLink(socketUrl(location, '/ws'), {
   storage: globalThis.localStorage,
+  lang: globalThis.navigator?.language,
   onMessage: receive,
   onConnection: (connected) => {
     hook.connected = connected;
@@ -77,10 +107,19 @@ function receive(message) {
       hook.title = message.title;
       player.load(new URL(message.track_url, location.origin).href).catch((error) => fail(`The track could not be loaded: ${error.message}`));
       break;
+    case 'show':
+      hook.show = message;
+      cueTimer.setCues(message.cues);
+      tickCues();
+      break;
+    case 'announcement':
+      hook.announcements.push({ text: message.text, at_us: message.at_us });
+      break;
     case 'estimate':
       hook.estimate = message;
       clock = new ClockEstimate(message);
       player.setEstimate(message);
+      tickCues();
       break;
     case 'schedule': {
       const schedule = latestSchedule(hook.schedule, message);
@@ -88,6 +127,7 @@ function receive(message) {
       hook.schedule = message;
       if (message.state === 'scheduled' || message.state === 'playing') facts.everStarted = true;
       player.setSchedule(message);
+      tickCues();
       break;
     }
     case 'error':
@@ -99,6 +139,45 @@ function receive(message) {
   render();
 }
 
+/** Fire the cues that are due, then set a timer for the next check (cues.js decides when). */
+function tickCues() {
+  if (cueTimeout !== null) clearTimeout(cueTimeout);
+  cueTimeout = null;
+  const result = cueTimer.update(hook.schedule, clock, deviceNowUs());
+  for (const { index, cue, dueUs } of result.fire) {
+    hook.cues.push({ index, firedDeviceUs: deviceNowUs(), dueDeviceUs: Math.round(dueUs) });
+    fireCue(cue);
+  }
+  if (result.current !== currentCue) {
+    currentCue = result.current;
+    render();
+  }
+  if (result.waitMs !== null) cueTimeout = setTimeout(tickCues, result.waitMs);
+}
+
+function fireCue(cue) {
+  if (cue.colour) flash(cue.colour);
+  if (cue.vibrate && typeof navigator.vibrate === 'function') {
+    try {
+      navigator.vibrate(cue.vibrate);
+    } catch {
+      // Vibration is a bonus: some browsers refuse it without a recent tap.
+    }
+  }
+}
+
+function flash(colour) {
+  const style = document.body.style;
+  style.backgroundColor = colour;
+  style.color = textColourOn(colour);
+  if (flashTimeout !== null) clearTimeout(flashTimeout);
+  flashTimeout = setTimeout(() => {
+    style.backgroundColor = '';
+    style.color = '';
+    flashTimeout = null;
+  }, FLASH_MS);
+}
+
 function onUnlockTap() {
   try {
     player.unlock().catch((error) => fail(`Sound could not be enabled: ${error.message}`));
@@ -107,18 +186,6 @@ function onUnlockTap() {
   }
   render();
 }
-
-const STATUS_TEXT = {
-  connecting: 'Connecting…',
-  joined: 'Loading the track…',
-  loaded: 'Track ready. Tap to enable sound.',
-  unlocked: 'Ready. Waiting for the start.',
-  scheduled: 'Starting soon',
-  playing: 'Playing',
-  idle: 'Stopped by the organizer. Waiting for a new start.',
-  ended: 'The show is over. Thank you!',
-  error: 'Something went wrong',
-};
 
 function render() {
   hook.loaded = player.loaded;
@@ -139,16 +206,42 @@ function render() {
 
   const nowUs = deviceNowUs();
   hook.boundUs = clock ? Math.round(clock.boundAt(nowUs)) : null;
-  view.title.textContent = hook.title ?? 'Unisono';
-  view.group.textContent = hook.group ? `Group: ${hook.group}` : '';
+  view.title.textContent = hook.show?.title ?? hook.title ?? 'Unisono';
+  view.group.textContent = hook.group ? `${texts.group}: ${hook.group}` : '';
   view.sync.textContent = syncText(hook.boundUs);
-  view.status.textContent = STATUS_TEXT[hook.state];
+  view.status.textContent = texts.status[hook.state];
   view.status.dataset.state = hook.state;
   view.unlock.hidden = hook.unlocked || hook.state === 'ended' || hook.state === 'error';
   view.error.textContent = facts.error ?? '';
   view.error.hidden = !facts.error;
-  view.connection.textContent = hook.connected ? '' : facts.joined ? 'Connection lost, reconnecting… (the show continues)' : '';
+  view.connection.textContent = hook.connected ? '' : facts.joined ? texts.connectionLost : '';
   view.countdown.textContent = countdown(nowUs);
+  renderShow();
+}
+
+/** The explanation before the show, the current cue during it, and the latest announcement. */
+function renderShow() {
+  const inShow = hook.state === 'scheduled' || hook.state === 'playing';
+  const cue = inShow && currentCue >= 0 ? cueTimer.cues[currentCue] : null;
+  hook.cue = cue;
+  view.cue.textContent = cue?.text ?? '';
+  view.cue.hidden = !cue?.text;
+  const show = hook.show;
+  // The explanation is for before the show: hidden once it has begun (cues take its place).
+  const begun = ['playing', 'ended'].includes(hook.state) || ['playing', 'ended'].includes(hook.schedule?.state);
+  view.about.hidden = !show || begun;
+  if (show) {
+    view.aboutText.textContent = show.about;
+    for (const key of ['when', 'where', 'bring']) {
+      view[`${key}Label`].textContent = texts[key];
+      view[key].textContent = show[key];
+      view[key].parentElement.hidden = !show[key];
+    }
+  }
+  const latest = hook.announcements[hook.announcements.length - 1];
+  view.announcementLabel.textContent = texts.announcement;
+  view.announcementText.textContent = latest?.text ?? '';
+  view.announcement.hidden = !latest?.text;
 }
 
 function countdown(nowUs) {
@@ -156,8 +249,8 @@ function countdown(nowUs) {
   if (!clock || !schedule || schedule.start_us == null || hook.state !== 'scheduled') return '';
   const remainingS = (clock.serverToDevice(schedule.start_us) - nowUs) / 1e6;
   if (remainingS <= 0) return '';
-  const hint = hook.unlocked ? '' : ' (tap the button to hear it)';
-  return `Starts in ${countdownText(remainingS)}${hint}`;
+  const hint = hook.unlocked ? '' : texts.tapHint;
+  return `${texts.startsIn} ${countdownText(remainingS)}${hint}`;
 }
 
 view.unlock.addEventListener('click', onUnlockTap);

@@ -49,3 +49,56 @@ export function countdownText(seconds) {
   const secs = String(total % 60).padStart(2, '0');
   return hours > 0 ? `${hours}:${String(minutes).padStart(2, '0')}:${secs}` : `${minutes}:${secs}`;
 }
+
+/** 'fr' when a BCP 47 tag (navigator.language) is French, else 'en': the same rule as the server's. */
+export function pageLanguage(tag) {
+  return typeof tag === 'string' && tag.split(/[-_]/)[0].toLowerCase() === 'fr' ? 'fr' : 'en';
+}
+
+/** Every text of the participant page, by language. */
+export const TEXTS = Object.freeze({
+  en: Object.freeze({
+    status: Object.freeze({
+      connecting: 'Connecting…',
+      joined: 'Loading the track…',
+      loaded: 'Track ready. Tap to enable sound.',
+      unlocked: 'Ready. Waiting for the start.',
+      scheduled: 'Starting soon',
+      playing: 'Playing',
+      idle: 'Stopped by the organizer. Waiting for a new start.',
+      ended: 'The show is over. Thank you!',
+      error: 'Something went wrong',
+    }),
+    unlock: 'Tap to enable sound',
+    group: 'Group',
+    when: 'When',
+    where: 'Where',
+    bring: 'Bring',
+    announcement: 'Message from the organizers',
+    startsIn: 'Starts in',
+    tapHint: ' (tap the button to hear it)',
+    connectionLost: 'Connection lost, reconnecting… (the show continues)',
+  }),
+  fr: Object.freeze({
+    status: Object.freeze({
+      connecting: 'Connexion…',
+      joined: 'Chargement de la piste…',
+      loaded: 'Piste prête. Touchez pour activer le son.',
+      unlocked: 'Prêt. En attente du départ.',
+      scheduled: 'Départ imminent',
+      playing: 'Lecture en cours',
+      idle: 'Arrêté par l’organisateur. En attente d’un nouveau départ.',
+      ended: 'Le spectacle est terminé. Merci !',
+      error: 'Un problème est survenu',
+    }),
+    unlock: 'Touchez pour activer le son',
+    group: 'Groupe',
+    when: 'Quand',
+    where: 'Où',
+    bring: 'À apporter',
+    announcement: 'Message des organisateurs',
+    startsIn: 'Départ dans',
+    tapHint: ' (touchez le bouton pour l’entendre)',
+    connectionLost: 'Connexion perdue, reconnexion… (le spectacle continue)',
+  }),
+});
