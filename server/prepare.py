@@ -352,3 +352,45 @@ def segment_files(tracks: Iterable[Path]) -> dict[str, Path]:
             for segment in load_manifest(path).segments:
                 files[segment.url] = path.parent / segment.url
     return files
+
+
+def track_duration_ns(path: Path) -> int:
+    """A track's length in ns: a manifest's ``frames``, or any audio file decoded and counted (bounded memory).
+
+    Raises PrepareError when the file is neither.
+    """
+    if path.suffix == ".json":
+        manifest = load_manifest(path)
+        return manifest.frames * 1_000_000_000 // manifest.sample_rate
+    frames = 0
+    for pcm in _resampled(path, "mono", DEFAULT_SAMPLE_RATE):
+        frames += pcm.shape[1]
+    return frames * 1_000_000_000 // DEFAULT_SAMPLE_RATE
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m server.prepare SOURCE... --out DIR``: prepare each source, print its manifest's path and figures."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m server.prepare", description=main.__doc__)
+    parser.add_argument("sources", nargs="+", type=Path, help="audio files (MP3, M4A/AAC, WAV, FLAC, Ogg/Opus, ...)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the segments and manifests")
+    parser.add_argument("--sample-rate", type=int, default=DEFAULT_SAMPLE_RATE, help="Hz (default %(default)s)")
+    parser.add_argument("--segment-s", type=float, default=DEFAULT_SEGMENT_FRAMES / DEFAULT_SAMPLE_RATE, help="seconds of own audio per segment (default %(default)s)")
+    args = parser.parse_args(argv)
+    for source in args.sources:
+        try:
+            manifest = prepare_track(source, args.out, sample_rate=args.sample_rate, segment_frames=round(args.segment_s * args.sample_rate))
+        except (PrepareError, ValueError) as error:
+            print(f"error: {error}")
+            return 1
+        size = sum(s.bytes for s in manifest.segments)
+        print(
+            f"{args.out / (source.stem + '.json')}: {manifest.duration_s:.1f} s, {len(manifest.segments)} segments, "
+            f"{size / 1e6:.1f} MB ({size * 8 / manifest.duration_s / 1000:.1f} kbps)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

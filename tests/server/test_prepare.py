@@ -173,3 +173,25 @@ def test_long_track_in_bounded_memory_within_the_size_budget(tmp_path: Path) -> 
     print(f"segments {total} bytes, one 96 kbps MP3 {one.stat().st_size} bytes: {total / one.stat().st_size:.3f}")
     assert total <= 1.10 * one.stat().st_size
     assert total <= 1.10 * 96_000 / 8 * seconds * 1.01
+
+
+def test_track_duration_of_a_manifest_and_of_an_audio_file(tmp_path: Path) -> None:
+    """track_duration_ns reads a manifest's frames and counts an audio file's."""
+    from server.prepare import track_duration_ns
+
+    source = write_wav(tmp_path / "in.wav", sweep(RATE + 480))
+    prepare_track(source, tmp_path / "out", segment_frames=RATE // 2)
+    assert track_duration_ns(tmp_path / "out" / "in.json") == 1_010_000_000
+    assert track_duration_ns(source) == 1_010_000_000
+
+
+def test_command_line_prepares_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """python -m server.prepare SOURCE --out DIR writes the manifest and prints its figures; a bad file exits 1."""
+    from server.prepare import main
+
+    source = write_wav(tmp_path / "song.wav", sweep(2 * RATE))
+    assert main([str(source), "--out", str(tmp_path / "out"), "--segment-s", "0.5"]) == 0
+    assert "song.json: 2.0 s, 4 segments" in capsys.readouterr().out
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"nope")
+    assert main([str(bad), "--out", str(tmp_path / "out")]) == 1
