@@ -40,7 +40,7 @@ async ([url, startS, frames]) => {
   await track.prepare(startS, { readyAheadS: 1e6 });
   const offline = new OfflineAudioContext(manifest.channels, frames, manifest.sample_rate);
   const timeline = [{ contextS: 0, positionS: startS, rate: 1 }];
-  track.start(offline, offline.destination, () => timeline, startS, 1);
+  track.start(offline, offline.destination, () => timeline, startS);
   const leads = [...track.decoded.values()].map((d) => d.lead);
   const rendered = await offline.startRendering();
   const bytes = new Uint8Array(rendered.getChannelData(0).buffer);

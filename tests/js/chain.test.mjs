@@ -58,7 +58,7 @@ test('a chain from the start plays each segment own range back to back', () => {
   drift.start(1.0, 0, 1);
   const track = decodedTrack(1105); // a decoder that trimmed nothing
   context.currentTime = 0.5;
-  track.start(context, context.destination, () => drift.segments, 0, 1);
+  track.start(context, context.destination, () => drift.segments, 0);
   assert.equal(context.nodes.length, 1);
   // SCHEDULE_AHEAD_S = 10: at 1.5 s the second segment (starting at 11 s) is due too.
   context.currentTime = 1.5;
@@ -79,7 +79,7 @@ test('a late join 13.25 s in starts segment 1 at its frame 156000, then segment 
   const drift = new DriftController();
   drift.start(50.1, 13.25, 1);
   const track = decodedTrack(0);
-  track.start(context, context.destination, () => drift.segments, 13.25, 1);
+  track.start(context, context.destination, () => drift.segments, 13.25);
   const [first, second] = context.nodes;
   assert.deepEqual(first.started, { when: 50.1, offset: (8064 + 156_000) / RATE, duration: 324_000 / RATE });
   assert.equal(second.started.when, 50.1 + 324_000 / RATE);
@@ -92,7 +92,7 @@ test('a rate change reaches every source and moves the ones not yet started', ()
   drift.start(1.0, 0, 1);
   const track = decodedTrack(0);
   context.currentTime = 0.5;
-  track.start(context, context.destination, () => drift.segments, 0, 1);
+  track.start(context, context.destination, () => drift.segments, 0);
   context.currentTime = 1.5;
   track.tick();
   assert.equal(context.nodes.length, 2);
@@ -120,12 +120,12 @@ test('a re-align ends the chain at the decided instant and starts a new one from
   const drift = new DriftController();
   drift.start(1.0, 0, 1);
   const track = decodedTrack(0);
-  track.start(context, context.destination, () => drift.segments, 0, 1);
+  track.start(context, context.destination, () => drift.segments, 0);
   context.currentTime = 15;
   const before = [...context.nodes];
   drift.start(15.1, 14.04, 1.0002); // what the controller does on 'realign'
   track.stop(15.1);
-  track.start(context, context.destination, () => drift.segments, 14.04, 1.0002);
+  track.start(context, context.destination, () => drift.segments, 14.04);
   assert.ok(before.every((n) => n.stopped === 15.1));
   const fresh = context.nodes.slice(before.length);
   assert.equal(fresh[0].started.when, 15.1);
@@ -139,7 +139,7 @@ test('a source due in the past (its segment decoded late) starts now, skipping w
   const drift = new DriftController();
   drift.start(1.0, 0, 1);
   const track = decodedTrack(0);
-  track.start(context, context.destination, () => drift.segments, 0, 1);
+  track.start(context, context.destination, () => drift.segments, 0);
   const first = context.nodes[0].started;
   assert.ok(Math.abs(first.when - 3.005) < 1e-12);
   assert.ok(Math.abs(first.offset - (3456 / RATE + 2.005)) < 1e-12);
@@ -150,4 +150,41 @@ test('played buffers are released: only the playing segment and those ahead stay
   const track = decodedTrack(0);
   await track.prepare(25, { aheadS: 10 });
   assert.deepEqual([...track.decoded.keys()], [2, 3]);
+});
+
+test('a source created before a decided rate change takes effect starts at the old rate and switches then', () => {
+  const context = new FakeContext();
+  context.currentTime = 0.5;
+  const drift = new DriftController();
+  drift.start(1.0, 0, 1);
+  drift.segments.push({ contextS: 12, positionS: 11, rate: 0.9996 }); // decided, from 12 s
+  const track = decodedTrack(0);
+  track.start(context, context.destination, () => drift.segments, 0);
+  context.currentTime = 1.5;
+  track.tick();
+  const second = context.nodes[1];
+  assert.equal(second.started.when, 11);
+  assert.equal(second.playbackRate.value, 1);
+  assert.deepEqual(second.playbackRate.events, [[0.9996, 12]]);
+});
+
+test('a segment that failed to load is retried after a pause, not at every tick', async () => {
+  const realFetch = globalThis.fetch;
+  let calls = 0;
+  globalThis.fetch = async () => {
+    calls += 1;
+    return { ok: false, status: 503 };
+  };
+  try {
+    const errors = [];
+    const track = new SegmentedTrack(MANIFEST, 'http://host/tracks/t.json', { onError: (e) => errors.push(e.message) });
+    await assert.rejects(track.prepare(0, { aheadS: 0, readyAheadS: 0 }), /HTTP 503/);
+    await track.prepare(0, { aheadS: 0, readyAheadS: 0 });
+    assert.equal(calls, 1);
+    track.failedAtMs.set(0, Date.now() - 3000);
+    await assert.rejects(track.prepare(0, { aheadS: 0, readyAheadS: 0 }), /HTTP 503/);
+    assert.equal(calls, 2);
+  } finally {
+    globalThis.fetch = realFetch;
+  }
 });

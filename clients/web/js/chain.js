@@ -21,6 +21,10 @@ export function decodeWith(context, bytes) {
   });
 }
 
+// A segment whose download or decoding failed is tried again after this
+// (a crowd's network comes and goes), not at every tick.
+const LOAD_RETRY_MS = 2000;
+
 function offlineContextClass() {
   return globalThis.OfflineAudioContext ?? globalThis.webkitOfflineAudioContext;
 }
@@ -37,9 +41,10 @@ export async function fetchManifest(url) {
  * position and the chain of sources playing them.
  *
  * start(context, destination, timeline, chainStartS) begins a chain at track
- * position chainStartS, positioned on the audio clock by `timeline` (the
- * drift controller's rate timeline, read live); tick() creates the next
- * sources and fetches ahead; setRate() applies a rate to every source;
+ * position chainStartS, positioned on the audio clock and given its rates by
+ * `timeline()` (the drift controller's rate timeline, read live); tick()
+ * creates the next sources and fetches ahead; setRate() applies a rate to
+ * every source;
  * reschedule() moves the not-yet-started sources after a rate change;
  * stop(atS) ends the chain. onEnded() is called when the last source ends.
  */
@@ -52,8 +57,9 @@ export class SegmentedTrack {
     this.marker = markerSamples(manifest);
     this.decoded = new Map(); // index -> {buffer, lead}
     this.loading = new Map(); // index -> promise
+    this.failedAtMs = new Map(); // index -> Date.now() of its last failed load: retried after LOAD_RETRY_MS
     this.decoder = null;
-    this.chain = null; // {context, destination, timeline, chainStartS, nextIndex, sources: [{node, index, whenS}], rate}
+    this.chain = null; // {context, destination, timeline, chainStartS, nextIndex, sources: [{node, index, whenS}]}
   }
 
   get durationS() {
@@ -94,6 +100,8 @@ export class SegmentedTrack {
   load(index, after) {
     if (this.decoded.has(index)) return after;
     if (this.loading.has(index)) return this.loading.get(index);
+    const failedAtMs = this.failedAtMs.get(index);
+    if (failedAtMs !== undefined && Date.now() - failedAtMs < LOAD_RETRY_MS) return after;
     const promise = after.catch(() => {}).then(async () => {
       const segment = this.manifest.segments[index];
       const response = await fetch(new URL(segment.url, this.baseUrl).href);
@@ -106,15 +114,19 @@ export class SegmentedTrack {
       const buffer = await decodeWith(this.decoder, bytes);
       const { lead } = locateMarker(buffer.getChannelData(0), this.marker);
       this.decoded.set(index, { buffer, lead });
+      this.failedAtMs.delete(index);
+    }).catch((error) => {
+      this.failedAtMs.set(index, Date.now());
+      throw error;
     }).finally(() => this.loading.delete(index));
     this.loading.set(index, promise);
     return promise;
   }
 
   /** Begin a chain at track position chainStartS; its first source starts at contextTimeAt(timeline, chainStartS). */
-  start(context, destination, timeline, chainStartS, rate) {
+  start(context, destination, timeline, chainStartS) {
     this.stop();
-    this.chain = { context, destination, timeline, chainStartS, nextIndex: 0, sources: [], rate };
+    this.chain = { context, destination, timeline, chainStartS, nextIndex: 0, sources: [] };
     this.tick();
   }
 
@@ -153,7 +165,6 @@ export class SegmentedTrack {
     const sampleRate = this.manifest.sample_rate;
     const node = context.createBufferSource();
     node.buffer = buffer;
-    node.playbackRate.value = chain.rate;
     node.connect(destination);
     const entry = { node, index: plan.index, whenS: plan.whenS, plan };
     let whenS = plan.whenS;
@@ -162,7 +173,7 @@ export class SegmentedTrack {
     // Too late to start on time (a segment decoded late): start now, skipping what was missed.
     const earliestS = context.currentTime + 0.005;
     if (whenS < earliestS) {
-      const missedS = Math.min(durationS, (earliestS - whenS) * chain.rate);
+      const missedS = Math.min(durationS, this.positionAt(chain, earliestS) - this.positionAt(chain, whenS));
       offsetS += missedS;
       durationS -= missedS;
       whenS = earliestS;
@@ -176,6 +187,13 @@ export class SegmentedTrack {
         this.onEnded();
       }
     };
+    // The rates the timeline holds from this source's start on (a change decided
+    // but not yet in force included).
+    const timeline = chain.timeline();
+    let i = timeline.length - 1;
+    while (i > 0 && timeline[i].contextS > whenS) i -= 1;
+    node.playbackRate.value = timeline[i].rate;
+    for (const piece of timeline.slice(i + 1)) node.playbackRate.setValueAtTime(piece.rate, piece.contextS);
     node.start(whenS, offsetS, Math.max(0, durationS));
     return entry;
   }
@@ -183,7 +201,6 @@ export class SegmentedTrack {
   /** playbackRate `rate` from audio time atS on, for every source of the chain. */
   setRate(rate, atS) {
     if (this.chain === null) return;
-    this.chain.rate = rate;
     for (const { node } of this.chain.sources) node.playbackRate.setValueAtTime(rate, atS);
   }
 

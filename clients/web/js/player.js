@@ -223,7 +223,7 @@ export class Player {
         return;
       }
       this.drift.start(start.contextWhen, start.offsetS, 1.0);
-      this.track.start(this.context, this.context.destination, () => this.drift.segments, start.offsetS, 1.0);
+      this.track.start(this.context, this.context.destination, () => this.drift.segments, start.offsetS);
     } else {
       this.source = this.newSource(start.contextWhen, start.offsetS, 1.0);
       this.drift.start(start.contextWhen, start.offsetS, 1.0);
@@ -311,7 +311,7 @@ export class Player {
       if (positionS >= this.track.durationS) {
         this.trackEnded = true;
       } else {
-        this.track.start(this.context, this.context.destination, () => this.drift.segments, positionS, rate);
+        this.track.start(this.context, this.context.destination, () => this.drift.segments, positionS);
       }
       this.onChange();
       return;
