@@ -12,6 +12,8 @@ drift can be heard without instruments.
 
 Both beds follow the same chord progression, so the two groups sound well together.
 Rendering is pure numpy with no randomness: the same samples every time.
+
+The show around these tracks (title, description, cues) is server/demo_show.toml.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import numpy.typing as npt
 DEMO_GROUPS: tuple[str, ...] = ("red", "blue")
 DEMO_DURATION_S: float = 150.0  # the brief: at least 2 minutes of show
 DEMO_SAMPLE_RATE: int = 44100  # CD rate: every phone's audio stack plays it natively
-DEMO_TITLE = "Unisono demo"
 
 # Bump whenever the rendered audio changes: ensure_demo_tracks() rewrites files whose
 # sidecar names another version.
