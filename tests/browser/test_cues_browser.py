@@ -20,9 +20,26 @@ pytestmark = pytest.mark.browser
 
 CUE_TOLERANCE_MS = 20.0  # issue 4, item 7: each cue within 20 ms of its time
 
+# Records every navigator.vibrate pattern and every background colour the page sets on <body>.
+EFFECTS_SCRIPT = """
+(() => {
+  window.__vibrations = [];
+  navigator.vibrate = (pattern) => { window.__vibrations.push(Array.from(pattern)); return true; };
+  window.__flashes = [];
+  document.addEventListener('DOMContentLoaded', () => {
+    new MutationObserver(() => {
+      const colour = document.body.style.backgroundColor;
+      if (colour) window.__flashes.push(colour);
+    }).observe(document.body, { attributes: true, attributeFilter: ['style'] });
+  });
+})();
+"""
+
+
 async def open_page(browser: Browser, url: str, shift_ms: float, skew_ppm: float, locale: str) -> Page:
     context = await browser.new_context(locale=locale)
     await context.add_init_script(CLOCK_SCRIPT % {"shift_ms": shift_ms, "skew_ppm": skew_ppm})
+    await context.add_init_script(EFFECTS_SCRIPT)
     page = await context.new_page()
     page.on("console", lambda msg: print(f"[page {locale}] {msg.text}"))
     await page.goto(url)
@@ -66,6 +83,12 @@ async def test_two_groups_fire_their_own_cues_within_20_ms_and_see_the_announcem
                 error_ms = cue["trueMs"] - due_ms
                 print(f"{group}: cue at {at_s} s fired {error_ms:+.2f} ms off its time (scheduled {cue['dueTrueMs'] - due_ms:+.2f} ms)")
                 assert abs(error_ms) <= CUE_TOLERANCE_MS, (group, at_s, error_ms)
+        # Red's first cue flashes red and vibrates; blue's flashes blue and does not vibrate.
+        for page, group in zip(pages, groups):
+            vibrations = await page.evaluate("() => window.__vibrations")
+            flashes = await page.evaluate("() => window.__flashes")
+            assert vibrations == ([[100, 50, 100]] if group == "red" else [])
+            assert flashes[:1] == (["rgb(255, 0, 0)"] if group == "red" else ["rgb(0, 0, 255)"])
         # The last cue's text shows, in each page's language.
         words = {("red", 0): "red two", ("blue", 0): "blue two", ("red", 1): "rouge deux", ("blue", 1): "bleu deux"}
         for i, (page, group) in enumerate(zip(pages, groups)):

@@ -735,3 +735,12 @@ def test_encoding_a_bad_show_is_a_local_error(message: Message) -> None:
     """encode raises LocalProtocolError for a cue or announcement outside its schema."""
     with pytest.raises(LocalProtocolError):
         encode(message)
+
+
+def test_the_biggest_show_fits_in_512_kib() -> None:
+    """500 cues of 200 four-byte characters with 32-step patterns, and the longest texts, encode under 512 KiB (PROTOCOL.md section 1)."""
+    cue = Cue(MAX_SAFE_INT, "\U0001f3b5" * 200, "#ffffff", tuple([10_000] * 32))
+    show = Show("\U0001f3b5" * 200, "\U0001f3b5" * 200, "\U0001f3b5" * 200, "\U0001f3b5" * 200, "\U0001f3b5" * 2000, (cue,) * MAX_CUES)
+    data = encode(show)
+    assert len(data) <= 512 * 1024
+    assert decode(data, EVERY_TYPE, 512 * 1024) == show
