@@ -9,7 +9,7 @@ when_fr = "Samedi 14 juin, 18 h"
 
 [[groups]]
 name = "red"           # [A-Za-z0-9_-], at most 64 characters, unique
-track = "red.wav"      # relative to this file
+track = "red.wav"      # relative to this file: WAV, any audio, or a prepared manifest (.json)
 weight = 2             # optional, default 1: red gets twice as many devices as a weight-1 group
 
 [[groups.cues]]
@@ -142,10 +142,27 @@ def wav_duration_ns(path: Path) -> int:
     return frames * 1_000_000_000 // rate
 
 
+def track_duration_ns(path: Path) -> int:
+    """Length of a track in ns: a WAV read by its header, anything else (a prepared
+    segment manifest ``*.json``, MP3, FLAC, ...) by ``server.prepare``. Raises
+    ValueError saying why when the file is not audio."""
+    if path.suffix.lower() in (".wav", ".wave"):
+        return wav_duration_ns(path)
+    from server.prepare import PrepareError
+    from server.prepare import track_duration_ns as prepared_duration_ns
+
+    try:
+        return prepared_duration_ns(path)
+    except PrepareError as exc:
+        raise ValueError(str(exc)) from None
+    except Exception as exc:  # PyAV raises its own errors for files that are not audio
+        raise ValueError(f"not a readable audio file ({type(exc).__name__})") from None
+
+
 def load_show(
     path: Path,
     track_dir: Path | None = None,
-    duration_ns: Callable[[Path], int] = wav_duration_ns,
+    duration_ns: Callable[[Path], int] = track_duration_ns,
 ) -> ShowFile:
     """Read and check a show file. Tracks resolve against ``track_dir`` (default: the file's folder).
 
@@ -157,7 +174,7 @@ def load_show(
     return parse_show(text, path, track_dir or path.parent, duration_ns)
 
 
-def parse_show(text: str, path: Path, track_dir: Path, duration_ns: Callable[[Path], int] = wav_duration_ns) -> ShowFile:
+def parse_show(text: str, path: Path, track_dir: Path, duration_ns: Callable[[Path], int] = track_duration_ns) -> ShowFile:
     """``load_show`` on text already read: ``path`` is only used to name the file in errors."""
     checker = _Checker(text, path, track_dir, duration_ns)
     show = checker.run()
@@ -391,7 +408,7 @@ class _Checker:
         try:
             duration_ns = self.read_duration_ns(path)
         except (OSError, ValueError) as exc:
-            self.error(key, "a WAV file (other formats: run `unisono prepare`)", str(exc))
+            self.error(key, "an audio file (WAV, MP3, FLAC, ...) or a prepared segment manifest (.json)", str(exc))
             return None, None
         if duration_ns <= 0:
             self.error(key, "an audio file that is not empty", "a track of length 0")

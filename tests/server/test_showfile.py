@@ -156,7 +156,10 @@ def test_missing_groups_and_not_a_wav(show_dir: Path) -> None:
     assert (error.key, error.found) == ("groups", "nothing (missing)")
     (show_dir / "bad.wav").write_bytes(b"not audio")
     error = only_error(show_dir, GOOD.replace("red.wav", "bad.wav"))
-    assert error.key == "groups[0].track" and "WAV" in error.expected and "not a readable WAV file" in error.found
+    assert error.key == "groups[0].track" and "an audio file" in error.expected and "not a readable WAV file" in error.found
+    (show_dir / "bad.mp3").write_bytes(b"not audio either")
+    error = only_error(show_dir, GOOD.replace("red.wav", "bad.mp3"))
+    assert error.key == "groups[0].track" and error.line == 10
 
 
 def test_times_in_clock_notation(show_dir: Path) -> None:
@@ -176,3 +179,14 @@ def test_language_of_tags() -> None:
     assert [language_of(t) for t in ("fr", "fr-FR", "FR_ca", "en-GB", "de", "", None, "french")] == [
         "fr", "fr", "fr", "en", "en", "en", "en", "en"
     ]
+
+
+def test_a_prepared_manifest_is_a_track(tmp_path: Path) -> None:
+    """A group whose track is a segment manifest from server.prepare gets the manifest's duration."""
+    from server.prepare import prepare_track
+
+    source = write_tone_wav(tmp_path / "source.wav", 2.0, sample_rate=48000)
+    prepare_track(source, tmp_path / "prepared")
+    show = load_show(write(tmp_path, 'title = "t"\n[[groups]]\nname = "a"\ntrack = "prepared/source.json"\n[[groups.cues]]\nat = 1.5\ntext_en = "x"\n'))
+    assert show.groups[0].track.name == "source.json"
+    assert show.groups[0].duration_ns == 2_000_000_000
