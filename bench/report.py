@@ -362,9 +362,9 @@ def source_state() -> str:
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=BENCH_DIR.parent, capture_output=True, text=True, check=False)
-        return done.stdout.strip() if done.returncode == 0 else ""
+        return done.stdout if done.returncode == 0 else ""  # not stripped: porcelain lines start with a space
 
-    commit = git("rev-parse", "--short", "HEAD")
+    commit = git("rev-parse", "--short", "HEAD").strip()
     if not commit:
         return "not a git checkout"
     dirty = git("status", "--porcelain", "--", "clock", "protocol", "server", "bench/virtual.py", "bench/netmodels.py", "bench/peers.py", "bench/hour.py")
