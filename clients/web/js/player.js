@@ -48,6 +48,12 @@ const LATE_START_MAX_BOUND_US = 5000;
 // ... but no longer than this after it could have started: a phone on a bad
 // network may never reach the bound, and playing slightly off beats silence.
 const LATE_START_MAX_WAIT_MS = 5000;
+// ... and not before the audio clock has run this long: in Chromium the
+// output timestamps of a context that has just started map audio time to
+// performance time ~20 ms off (seen in tests/browser: late starts at
+// currentTime 0.12 s were 20 ms late, none after 1 s), and a late start is
+// never recomputed once it sounds.
+const AUDIO_SETTLE_S = 1.0;
 
 /**
  * The track player. `onChange()` is called whenever loaded/unlocked/start/ended changes.
@@ -192,6 +198,7 @@ export class Player {
 
   /** Whether a late start may go ahead now: the estimate is good enough, or it has waited long enough. */
   lateStartAllowed() {
+    if (this.context.currentTime < AUDIO_SETTLE_S) return false;
     const clock = this.estimate instanceof ClockEstimate ? this.estimate : new ClockEstimate(this.estimate);
     if (clock.boundAt(deviceNowUs()) <= LATE_START_MAX_BOUND_US) return true;
     if (this.lateWaitSinceMs === null) this.lateWaitSinceMs = perfNowMs();
