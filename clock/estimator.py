@@ -134,8 +134,9 @@ class _Envelope:
 
     value: float
     slope: float
-    gap: float  # distance from the line to the k-th point above those on it
+    gap: float  # distance from the line to the GAP_POINTS_MIN-th point above those on it
     gap_points: int
+    excess: float  # how far above its floor the line may be (statistical, see module doc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,9 +206,18 @@ def _lower_envelope(ts: list[float], ys: list[float], t_ref: float, fit_slope: b
         value = min(ys)
         on_line = 1
     residuals = sorted(y - (value + slope * (t - t_ref)) for t, y in zip(ts, ys))
-    k = min(max(GAP_POINTS_MIN, len(residuals) // 5), GAP_POINTS_MAX, len(residuals) - on_line)
-    gap = residuals[on_line - 1 + k] if k >= 1 else math.inf
-    return _Envelope(value, slope, max(gap, 0.0), k)
+    above = len(residuals) - on_line
+    k_most = min(max(GAP_POINTS_MIN, len(residuals) // 5), GAP_POINTS_MAX, above)
+    if k_most < 1:
+        return _Envelope(value, slope, math.inf, 0, math.inf)
+    # The excess is the larger of what the nearest few and the nearest many
+    # points say: a tight cluster just above the envelope (a queue that never
+    # drained in this window) fools the many, a lone point fools the few.
+    k_few = min(GAP_POINTS_MIN, above)
+    excess = max(
+        _gap_factor(k) * max(residuals[on_line - 1 + k], 0.0) for k in {k_few, k_most}
+    )
+    return _Envelope(value, slope, max(residuals[on_line - 1 + k_few], 0.0), k_few, excess)
 
 
 class OffsetEstimator:
@@ -368,8 +378,7 @@ class OffsetEstimator:
         max_slope = cfg.max_rate_error_ppm * 1e-6
         down = _lower_envelope(ts, downs, t_ref, fit_slope, max_slope)
         up = _lower_envelope(ts, ups, t_ref, fit_slope, max_slope)
-        excess = max(_gap_factor(down.gap_points) * down.gap if down.gap_points else math.inf,
-                     _gap_factor(up.gap_points) * up.gap if up.gap_points else math.inf)
+        excess = max(down.excess, up.excess)
         if fit_slope:
             rate = (up.slope - down.slope) / 2
             # Each slope may be off by about its envelope's excess over the span
@@ -395,8 +404,8 @@ class OffsetEstimator:
             sloped=fit_slope,
             theta0=theta0,
             half_resolution=half,
-            down=_Envelope(down.value, down.slope, down.gap, down.gap_points),
-            up=_Envelope(up.value, up.slope, up.gap, up.gap_points),
+            down=down,
+            up=up,
         )
 
 

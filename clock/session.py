@@ -26,7 +26,7 @@ class PollingConfig:
     # Exchanges in the join burst and their spacing: 12 x 50 ms gives a first
     # estimate in well under a second on 4G (Beatsync: 16 probes at 50 ms).
     # The burst goes on, up to ``burst_max``, while the bound is above target.
-    burst_count: int = 12
+    burst_count: int = 24
     burst_max: int = 40
     burst_interval_ns: int = 50_000_000
     # Afterwards: one exchange every 2 s (Beatsync: 2.5 s; snapcast: 1 s) ...
