@@ -69,11 +69,14 @@ def test_estimate_is_none_until_a_pong() -> None:
     assert estimate is not None and estimate.offset_ns == -DEVICE_AHEAD_NS
 
 
+BURST = PollingConfig().burst_count
+
+
 def test_burst_then_sparse_when_bound_meets_target() -> None:
-    """Answered in 2 ms: 12 pings 50 ms apart, then one every 2 s (bound about 2 ms <= 5 ms)."""
+    """Answered in 2 ms: burst_count pings 50 ms apart, then one every 2 s (bound about 2 ms <= 5 ms)."""
     session = DeviceSession()
     sent, _ = run_prompt_device(session, 10 * S, 20 * S, delay_ns=lambda index: 2 * MS)
-    assert gaps_ms(sent) == [50] * 11 + [2000] * 4
+    assert gaps_ms(sent) == [50] * (BURST - 1) + [2000] * 4
     estimate = session.estimate(sent[-1])
     assert estimate is not None and estimate.bound_ns <= 5 * MS
 
@@ -88,15 +91,18 @@ def test_burst_continues_to_burst_max_then_boosts_while_bound_above_target() -> 
 
 
 def test_burst_ends_between_burst_count_and_burst_max_once_bound_meets_target() -> None:
-    """Pongs of 20 ms then 44 ms keep the bound above 5 ms past the 12th ping; the first 2 ms pong (20th) ends the burst."""
+    """Pongs of 20 ms then 44 ms keep the bound above 5 ms past the burst_count-th ping; the first 2 ms pong ends the burst."""
     session = DeviceSession()
-    sent, _ = run_prompt_device(session, 10 * S, 16 * S, delay_ns=lambda index: 20 * MS if index == 0 else 44 * MS if index < 19 else 2 * MS)
-    assert gaps_ms(sent) == [50] * 19 + [2000] * 2
+    last_slow = BURST + 6
+    sent, _ = run_prompt_device(
+        session, 10 * S, 16 * S, delay_ns=lambda index: 20 * MS if index == 0 else 44 * MS if index < last_slow else 2 * MS
+    )
+    assert gaps_ms(sent) == [50] * last_slow + [2000] * 2
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_interval_follows_the_bound_at_every_poll(seed: int) -> None:
-    """On random 1-45 ms pongs, each interval is: burst for 12, burst while bound > 5 ms up to 40, then 500 ms, else 2 s."""
+    """On random 1-45 ms pongs, each interval is: burst for burst_count, burst while bound > 5 ms up to 40, then 500 ms, else 2 s."""
     rng = random.Random(seed)
     session = DeviceSession()
     now = 10 * S
@@ -107,7 +113,7 @@ def test_interval_follows_the_bound_at_every_poll(seed: int) -> None:
         assert isinstance(answer(session, ping, delay), Sample)
         estimate = session.estimate(now + delay)
         assert estimate is not None
-        if index + 1 < 12:
+        if index + 1 < BURST:
             expected = 50 * MS
         elif estimate.bound_ns > 5 * MS:
             expected = 50 * MS if index + 1 < 40 else 500 * MS
@@ -118,19 +124,21 @@ def test_interval_follows_the_bound_at_every_poll(seed: int) -> None:
 
 
 def test_detected_clock_step_restarts_the_burst() -> None:
-    """Sparse at 2 s; the device clock steps +300 ms: 2 OUTLIER pongs, the 3rd confirms, then 12 pings 50 ms apart."""
+    """Sparse at 2 s; the device clock steps +300 ms: 2 OUTLIER pongs, the 3rd confirms, then a new burst 50 ms apart."""
     session = DeviceSession()
+    step_at = BURST + 3
     sent, results = run_prompt_device(
-        session, 10 * S, 40 * S, delay_ns=lambda index: 2 * MS,
-        device_ahead_ns=lambda index: DEVICE_AHEAD_NS + (300 * MS if index >= 15 else 0),
+        session, 10 * S, 60 * S, delay_ns=lambda index: 2 * MS,
+        device_ahead_ns=lambda index: DEVICE_AHEAD_NS + (300 * MS if index >= step_at else 0),
     )
-    assert results[15:17] == [Rejection.OUTLIER] * (STEP_CONFIRMATIONS - 1)
-    assert all(isinstance(result, Sample) for result in results[:15] + results[17:])
+    assert results[step_at:step_at + 2] == [Rejection.OUTLIER] * (STEP_CONFIRMATIONS - 1)
+    assert all(isinstance(result, Sample) for result in results[:step_at] + results[step_at + 2:])
     assert session.estimator.steps == 1
-    assert gaps_ms(sent)[:11] == [50] * 11
-    assert gaps_ms(sent)[11:17] == [2000] * 6  # pings 12-17: sparse, including the three after the step
-    assert gaps_ms(sent)[17:29] == [50] * 12  # the burst again, from the confirming pong
-    assert set(gaps_ms(sent)[29:]) == {2000}
+    gaps = gaps_ms(sent)
+    assert gaps[:BURST - 1] == [50] * (BURST - 1)
+    assert gaps[BURST - 1:step_at + 2] == [2000] * 6  # sparse, including the three after the step
+    assert gaps[step_at + 2:step_at + 2 + BURST] == [50] * BURST  # the burst again, from the confirming pong
+    assert set(gaps[step_at + 2 + BURST:]) == {2000}
     estimate = session.estimate(sent[-1])
     assert estimate is not None and abs(estimate.offset_ns + DEVICE_AHEAD_NS + 300 * MS) <= estimate.bound_ns
     assert session.rejections == {Rejection.OUTLIER: STEP_CONFIRMATIONS - 1}
