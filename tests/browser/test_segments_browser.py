@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy
 import pytest
+from aiohttp import web
 from playwright.async_api import Browser
 
 from server.hub import ShowSpec
-from server.prepare import prepare_track
-from tests.conftest import start_server
+from server.prepare import Manifest, prepare_track
+from tests.conftest import RunningServer, start_server
 
 pytestmark = pytest.mark.browser
 
@@ -33,13 +34,13 @@ TRACK_FRAMES = 9 * RATE + 12345
 # position `startS` into an OfflineAudioContext, return channel 0 (float32,
 # base64) and where the chain's first source started.
 RENDER = """
-async ([url, startS, frames]) => {
+async ([url, startS, frames, rate]) => {
   const { SegmentedTrack, fetchManifest } = await import('/js/chain.js');
   const manifest = await fetchManifest(url);
   const track = new SegmentedTrack(manifest, new URL(url, location.href).href, { onError: (e) => { throw e; } });
   await track.prepare(startS, { readyAheadS: 1e6 });
   const offline = new OfflineAudioContext(manifest.channels, frames, manifest.sample_rate);
-  const timeline = [{ contextS: 0, positionS: startS, rate: 1 }];
+  const timeline = [{ contextS: 0, positionS: startS, rate }];
   track.start(offline, offline.destination, () => timeline, startS);
   const leads = [...track.decoded.values()].map((d) => d.lead);
   const rendered = await offline.startRendering();
@@ -79,20 +80,27 @@ def shift_at(got: numpy.ndarray, want: numpy.ndarray, max_lag: int = 32) -> floa
     return float(lags[best])
 
 
-async def render(browser: Browser, base_url: str, start_s: float, frames: int) -> tuple[numpy.ndarray, dict[str, object]]:
+async def render(
+    browser: Browser, base_url: str, start_s: float, frames: int, rate: float = 1.0
+) -> tuple[numpy.ndarray, dict[str, object]]:
     page = await (await browser.new_context()).new_page()
     page.on("console", lambda msg: print(f"[page] {msg.text}"))
     await page.goto(base_url + "/healthz")
-    result = await page.evaluate(RENDER, ["/tracks/sweep.json", start_s, frames])
+    result = await page.evaluate(RENDER, ["/tracks/sweep.json", start_s, frames, rate])
     return numpy.frombuffer(base64.b64decode(result["pcm"]), dtype=numpy.float32), result
 
 
-async def test_chained_segments_match_the_source_at_every_join(browser: Browser, tmp_path: Path) -> None:
-    """From the start and from a late join inside segment 1, every join is shifted by 0 samples and clean."""
+async def serve_sweep(tmp_path: Path) -> tuple[numpy.ndarray, Manifest, web.AppRunner, RunningServer]:
     reference = sweep_wav(tmp_path / "sweep-source.wav")
     manifest = prepare_track(tmp_path / "sweep-source.wav", tmp_path / "tracks", stem="sweep", segment_frames=SEGMENT_FRAMES)
     show = ShowSpec(title="Sweep", tracks={"red": tmp_path / "tracks" / "sweep.json"}, duration_ns=int(manifest.duration_s * 1e9))
     runner, server = await start_server(tmp_path, show)
+    return reference, manifest, runner, server
+
+
+async def test_chained_segments_match_the_source_at_every_join(browser: Browser, tmp_path: Path) -> None:
+    """From the start and from a late join inside segment 1, every join is shifted by 0 samples and clean."""
+    reference, manifest, runner, server = await serve_sweep(tmp_path)
     try:
         late_frame = SEGMENT_FRAMES + 31_337  # inside segment 1, not on any boundary
         for start_frame in (0, late_frame):
@@ -126,5 +134,26 @@ async def test_chained_segments_match_the_source_at_every_join(browser: Browser,
             assert shifts, "no join was checked"
             # Nothing missing or doubled over the whole track either: the last click is where it should be.
             assert abs(shift_at(rendered[-RATE:], want[-RATE:])) <= 1.0
+    finally:
+        await runner.cleanup()
+
+
+async def test_chain_at_the_drift_loops_largest_rate_stays_seamless(browser: Browser, tmp_path: Path) -> None:
+    """At playbackRate 1.0005 (drift.js's clamp) on every source, each join is where the stretched source has it."""
+    reference, manifest, runner, server = await serve_sweep(tmp_path)
+    rate = 1.0005
+    try:
+        frames = int(TRACK_FRAMES / rate) - 64
+        rendered, _ = await render(browser, server.base_url, 0.0, frames, rate)
+        # The source played at `rate`: output frame n is source frame n * rate (Chromium interpolates linearly).
+        want = numpy.interp(numpy.arange(frames) * rate, numpy.arange(len(reference)), reference).astype(numpy.float32)
+        shifts = []
+        for segment in manifest.segments[1:]:
+            join = int(round(segment.first_frame / rate))
+            window = slice(join - 32, join + 2048 + 32)
+            shift = shift_at(rendered[window], want[window])
+            shifts.append(round(shift, 3))
+            assert abs(shift) <= 0.5, (segment.first_frame, shift)
+        print(f"rate {rate}: shift at each join (samples) {shifts}")
     finally:
         await runner.cleanup()
