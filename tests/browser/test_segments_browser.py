@@ -34,12 +34,12 @@ TRACK_FRAMES = 9 * RATE + 12345
 # position `startS` into an OfflineAudioContext, return channel 0 (float32,
 # base64) and where the chain's first source started.
 RENDER = """
-async ([url, startS, frames, rate]) => {
+async ([url, startS, frames, rate, contextRate]) => {
   const { SegmentedTrack, fetchManifest } = await import('/js/chain.js');
   const manifest = await fetchManifest(url);
   const track = new SegmentedTrack(manifest, new URL(url, location.href).href, { onError: (e) => { throw e; } });
   await track.prepare(startS, { readyAheadS: 1e6 });
-  const offline = new OfflineAudioContext(manifest.channels, frames, manifest.sample_rate);
+  const offline = new OfflineAudioContext(manifest.channels, frames, contextRate || manifest.sample_rate);
   const timeline = [{ contextS: 0, positionS: startS, rate }];
   track.start(offline, offline.destination, () => timeline, startS);
   const leads = [...track.decoded.values()].map((d) => d.lead);
@@ -81,12 +81,12 @@ def shift_at(got: numpy.ndarray, want: numpy.ndarray, max_lag: int = 32) -> floa
 
 
 async def render(
-    browser: Browser, base_url: str, start_s: float, frames: int, rate: float = 1.0
+    browser: Browser, base_url: str, start_s: float, frames: int, rate: float = 1.0, context_rate: int = RATE
 ) -> tuple[numpy.ndarray, dict[str, object]]:
     page = await (await browser.new_context()).new_page()
     page.on("console", lambda msg: print(f"[page] {msg.text}"))
     await page.goto(base_url + "/healthz")
-    result = await page.evaluate(RENDER, ["/tracks/sweep.json", start_s, frames, rate])
+    result = await page.evaluate(RENDER, ["/tracks/sweep.json", start_s, frames, rate, context_rate])
     return numpy.frombuffer(base64.b64decode(result["pcm"]), dtype=numpy.float32), result
 
 
@@ -138,22 +138,23 @@ async def test_chained_segments_match_the_source_at_every_join(browser: Browser,
         await runner.cleanup()
 
 
-async def test_chain_at_the_drift_loops_largest_rate_stays_seamless(browser: Browser, tmp_path: Path) -> None:
-    """At playbackRate 1.0005 (drift.js's clamp) on every source, each join is where the stretched source has it."""
+@pytest.mark.parametrize(("rate", "context_rate"), [(1.0005, RATE), (1.0, 44100)])
+async def test_chain_stretched_or_resampled_stays_seamless(browser: Browser, tmp_path: Path, rate: float, context_rate: int) -> None:
+    """At playbackRate 1.0005 (drift.js's clamp), or in a 44.1 kHz context, each join is where the stretched source has it."""
     reference, manifest, runner, server = await serve_sweep(tmp_path)
-    rate = 1.0005
+    step = rate * RATE / context_rate  # source frames per output frame
     try:
-        frames = int(TRACK_FRAMES / rate) - 64
-        rendered, _ = await render(browser, server.base_url, 0.0, frames, rate)
-        # The source played at `rate`: output frame n is source frame n * rate (Chromium interpolates linearly).
-        want = numpy.interp(numpy.arange(frames) * rate, numpy.arange(len(reference)), reference).astype(numpy.float32)
+        frames = int(TRACK_FRAMES / step) - 64
+        rendered, _ = await render(browser, server.base_url, 0.0, frames, rate, context_rate)
+        # Output frame n is source frame n * step (Chromium interpolates linearly).
+        want = numpy.interp(numpy.arange(frames) * step, numpy.arange(len(reference)), reference).astype(numpy.float32)
         shifts = []
         for segment in manifest.segments[1:]:
-            join = int(round(segment.first_frame / rate))
+            join = int(round(segment.first_frame / step))
             window = slice(join - 32, join + 2048 + 32)
             shift = shift_at(rendered[window], want[window])
             shifts.append(round(shift, 3))
             assert abs(shift) <= 0.5, (segment.first_frame, shift)
-        print(f"rate {rate}: shift at each join (samples) {shifts}")
+        print(f"rate {rate}, context {context_rate} Hz: shift at each join (output samples) {shifts}")
     finally:
         await runner.cleanup()
