@@ -7,7 +7,9 @@ import shutil
 from collections.abc import AsyncIterator
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, Page, async_playwright
+
+from tests.conftest import TEST_TOKEN, scaled
 
 CHROMIUM = os.environ.get("UNISONO_CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps calling out to
@@ -32,3 +34,19 @@ async def browser() -> AsyncIterator[Browser]:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         yield browser
         await browser.close()
+
+
+async def open_organizer(browser: Browser, base_url: str, devices: int) -> Page:
+    """The organizer console in its own context, once it counts ``devices`` participants."""
+    organizer = await (await browser.new_context()).new_page()
+    await organizer.goto(f"{base_url}/organizer.html?token={TEST_TOKEN}")
+    await organizer.wait_for_function(
+        f"() => document.querySelector('#devices').textContent.trim() === '{devices}'", timeout=scaled(10) * 1000
+    )
+    return organizer
+
+
+async def start_from_console(organizer: Page, lead_s: int) -> None:
+    """Press Start with a lead of ``lead_s`` seconds, as an organizer would."""
+    await organizer.fill("#lead", str(lead_s))
+    await organizer.click("#start")

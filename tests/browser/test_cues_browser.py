@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page
 
+from tests.browser.conftest import open_organizer
 from tests.browser.test_start_browser import CLOCK_SCRIPT
-from tests.conftest import SMALL_SHOW_CUES, TEST_TOKEN, scaled, small_show, start_server
+from tests.conftest import SMALL_SHOW_CUES, scaled, small_show, start_server
 
 pytestmark = pytest.mark.browser
 
@@ -95,9 +96,7 @@ async def test_two_groups_fire_their_own_cues_within_20_ms_and_see_the_announcem
             assert await page.locator("#cue").inner_text() == words[(group, i)]
             assert not await page.locator("#about").is_visible()
 
-        organizer = await (await browser.new_context()).new_page()
-        await organizer.goto(f"{server.base_url}/organizer.html?token={TEST_TOKEN}")
-        await organizer.wait_for_function("() => document.querySelector('#devices').textContent.trim() === '2'", timeout=scaled(10) * 1000)
+        organizer = await open_organizer(browser, server.base_url, 2)
         await organizer.fill("#announce-text", "Rain: meet under the market hall")
         await organizer.click("#announce")
         for page in pages:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser
 
-from tests.conftest import TEST_TOKEN, scaled, small_show, start_server
+from tests.browser.conftest import open_organizer, start_from_console
+from tests.conftest import scaled, small_show, start_server
 
 pytestmark = pytest.mark.browser
 
@@ -33,11 +34,8 @@ async def test_playing_page_reports_drift_within_5_ms(browser: Browser, tmp_path
         )
         drift = await page.evaluate("() => window.unisono.drift")
         assert drift == {"errorMs": None, "ratePpm": 0, "rateEstimatePpm": 0, "realigns": 0}
-        organizer = await (await browser.new_context()).new_page()
-        await organizer.goto(f"{server.base_url}/organizer.html?token={TEST_TOKEN}")
-        await organizer.wait_for_function("() => document.querySelector('#devices').textContent.trim() === '1'", timeout=scaled(10) * 1000)
-        await organizer.fill("#lead", "2")
-        await organizer.click("#start")
+        organizer = await open_organizer(browser, server.base_url, 1)
+        await start_from_console(organizer, 2)
         await page.wait_for_function("() => window.unisono.state === 'playing'", timeout=scaled(10) * 1000)
         await asyncio.sleep(6.0)
         drift = await page.evaluate("() => window.unisono.drift")

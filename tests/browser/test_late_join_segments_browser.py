@@ -23,8 +23,9 @@ from playwright.async_api import Browser, Page
 
 from server.hub import ShowSpec
 from server.prepare import Manifest, prepare_track
+from tests.browser.conftest import open_organizer, start_from_console
 from tests.browser.test_start_browser import CLOCK_SCRIPT
-from tests.conftest import TEST_TOKEN, scaled, start_server
+from tests.conftest import scaled, start_server
 
 pytestmark = pytest.mark.browser
 
@@ -125,11 +126,8 @@ async def test_late_join_and_reload_start_in_the_right_segment_in_sync(browser: 
     try:
         early = await open_page(browser, server.base_url + "/")
         await unlock_and_wait_for_start(early, started=False)
-        organizer = await (await browser.new_context()).new_page()
-        await organizer.goto(f"{server.base_url}/organizer.html?token={TEST_TOKEN}")
-        await organizer.wait_for_function("() => document.querySelector('#devices').textContent.trim() === '1'", timeout=scaled(10) * 1000)
-        await organizer.fill("#lead", "2")
-        await organizer.click("#start")
+        organizer = await open_organizer(browser, server.base_url, 1)
+        await start_from_console(organizer, 2)
         await early.wait_for_function("() => window.unisono.start !== null", timeout=scaled(10) * 1000)
         start_ns = server.hub.show.snapshot.start_ns
         assert start_ns is not None

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page
 
-from tests.conftest import TEST_TOKEN, scaled, small_show, start_server
+from tests.browser.conftest import open_organizer, start_from_console
+from tests.conftest import scaled, small_show, start_server
 
 pytestmark = pytest.mark.browser
 
@@ -84,11 +85,8 @@ async def test_two_skewed_pages_start_within_5_ms_of_T(browser: Browser, tmp_pat
                 " && ['loaded', 'unlocked'].includes(window.unisono.state)",
                 timeout=scaled(15) * 1000,
             )
-        organizer = await (await browser.new_context()).new_page()
-        await organizer.goto(f"{server.base_url}/organizer.html?token={TEST_TOKEN}")
-        await organizer.wait_for_function("() => document.querySelector('#devices').textContent.trim() === '2'", timeout=scaled(10) * 1000)
-        await organizer.fill("#lead", "3")
-        await organizer.click("#start")
+        organizer = await open_organizer(browser, server.base_url, 2)
+        await start_from_console(organizer, 3)
         for page in pages:
             await page.wait_for_function("() => window.unisono.start !== null", timeout=scaled(10) * 1000)
         start_ns = server.hub.show.snapshot.start_ns
