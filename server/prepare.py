@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -91,6 +92,8 @@ DEFAULT_BIT_RATE = 96_000
 # the LAME tag specification count it on top of the tag's encoder delay.
 MP3_DECODER_DELAY = 529
 MP3_FRAME_SIZE = 1152
+# A segment file's name as the manifest gives it: one path component, no dot-dot.
+SEGMENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}\.mp3")
 # The marker: one MP3 frame of a 500 Hz - 8 kHz chirp, under the 96 kbps
 # encoder's ~15 kHz low-pass, broadband enough for a one-frame-sharp
 # correlation peak; half scale so the encoder keeps it clean.
@@ -325,11 +328,19 @@ def prepare_track(
 
 
 def load_manifest(path: Path) -> Manifest:
-    """Read a manifest written by prepare_track. Raises PrepareError when it is not one."""
+    """Read a manifest written by prepare_track. Raises PrepareError when it is not one.
+
+    Segment URLs must be plain file names (beside the manifest): the server
+    serves them, and a name like ``../x`` would reach outside the track folder.
+    """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("format") != MANIFEST_FORMAT or data.get("version") != MANIFEST_VERSION:
             raise PrepareError(f"{path}: expected a {MANIFEST_FORMAT} v{MANIFEST_VERSION} manifest")
+        for i, segment in enumerate(data["segments"]):
+            url = segment["url"]
+            if not isinstance(url, str) or not SEGMENT_NAME.fullmatch(url):
+                raise PrepareError(f"{path}: segments[{i}].url: expected a file name like name-00000.mp3, found {str(url)[:80]!r}")
         return Manifest(
             sample_rate=int(data["sample_rate"]),
             channels=int(data["channels"]),
@@ -394,3 +405,27 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def prepare_tracks(sources: Iterable[Path], out_dir: Path) -> dict[Path, Path]:
+    """Prepare each distinct source into ``out_dir`` unless its manifest is already newer; source -> manifest path.
+
+    Sources with the same file stem get distinct stems (``name``, ``name-2``,
+    ...). For ``unisono prepare SHOW.toml``: pass the show's track files, then
+    point the show at the manifests.
+    """
+    manifests: dict[Path, Path] = {}
+    stems: set[str] = set()
+    for source in sources:
+        if source in manifests:
+            continue
+        stem, n = source.stem, 1
+        while stem in stems:
+            n += 1
+            stem = f"{source.stem}-{n}"
+        stems.add(stem)
+        manifest = out_dir / f"{stem}.json"
+        if not (manifest.exists() and manifest.stat().st_mtime >= source.stat().st_mtime):
+            prepare_track(source, out_dir, stem=stem)
+        manifests[source] = manifest
+    return manifests

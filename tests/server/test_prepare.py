@@ -195,3 +195,31 @@ def test_command_line_prepares_and_reports(tmp_path: Path, capsys: pytest.Captur
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"nope")
     assert main([str(bad), "--out", str(tmp_path / "out")]) == 1
+
+
+def test_manifest_with_a_path_in_a_segment_url_is_refused(tmp_path: Path) -> None:
+    """A segment url that is not a plain file name (../, /) is refused: the server would serve it."""
+    prepare_track(write_wav(tmp_path / "in.wav", sweep(RATE)), tmp_path / "out", segment_frames=RATE // 2)
+    path = tmp_path / "out" / "in.json"
+    data = json.loads(path.read_text())
+    for bad in ("../secret.mp3", "/etc/passwd", "sub/x.mp3"):
+        data["segments"][1]["url"] = bad
+        path.write_text(json.dumps(data))
+        with pytest.raises(PrepareError, match=r"segments\[1\]\.url"):
+            load_manifest(path)
+
+
+def test_prepare_tracks_once_per_source_with_distinct_stems(tmp_path: Path) -> None:
+    """prepare_tracks prepares each source once, gives same-named sources distinct stems, and skips fresh manifests."""
+    from server.prepare import prepare_tracks
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    one = write_wav(tmp_path / "a" / "song.wav", sweep(RATE // 2))
+    two = write_wav(tmp_path / "b" / "song.wav", sweep(RATE // 2))
+    out = tmp_path / "out"
+    manifests = prepare_tracks([one, two, one], out)
+    assert manifests == {one: out / "song.json", two: out / "song-2.json"}
+    stamp = (out / "song.json").stat().st_mtime_ns
+    prepare_tracks([one], out)
+    assert (out / "song.json").stat().st_mtime_ns == stamp
