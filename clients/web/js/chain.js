@@ -51,7 +51,7 @@ export async function fetchManifest(url) {
 export class SegmentedTrack {
   constructor(manifest, manifestUrl, { onEnded = () => {}, onError = () => {} } = {}) {
     this.manifest = manifest;
-    this.baseUrl = manifestUrl;
+    this.baseUrl = new URL(manifestUrl, globalThis.location?.href).href; // segment urls are relative to it
     this.onEnded = onEnded;
     this.onError = onError;
     this.marker = markerSamples(manifest);
