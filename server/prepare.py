@@ -162,7 +162,7 @@ def _resampled(source: Path, layout: str, sample_rate: int) -> Iterator[_Pcm]:
     """The source's first audio stream as float32 arrays (channels, n), resampled, one decoded frame at a time."""
     try:
         container = av.open(str(source))
-    except (av.error.FFmpegError, OSError) as error:  # type: ignore[attr-defined]
+    except (av.error.FFmpegError, OSError) as error:
         raise PrepareError(f"{source}: cannot open: {error}") from error
     with container:
         if not container.streams.audio:
@@ -175,7 +175,7 @@ def _resampled(source: Path, layout: str, sample_rate: int) -> Iterator[_Pcm]:
                     yield out.to_ndarray().astype(numpy.float32, copy=False)
             for out in resampler.resample(None):
                 yield out.to_ndarray().astype(numpy.float32, copy=False)
-        except av.error.FFmpegError as error:  # type: ignore[attr-defined]
+        except av.error.FFmpegError as error:
             raise PrepareError(f"{source}: cannot decode: {error}") from error
 
 
@@ -185,7 +185,7 @@ def _source_channels(source: Path) -> int:
             if not container.streams.audio:
                 raise PrepareError(f"{source}: expected an audio stream, found none")
             return int(container.streams.audio[0].codec_context.channels)
-    except av.error.FFmpegError as error:  # type: ignore[attr-defined]
+    except av.error.FFmpegError as error:
         raise PrepareError(f"{source}: cannot open: {error}") from error
 
 
