@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import socket
 import sys
@@ -72,6 +73,34 @@ def check(path: Path, track_dir: Path | None = None) -> int:
     return 0
 
 
+def prepared(show: ShowFile, data_dir: Path) -> ShowFile:
+    """The show with each group's track replaced by its segment manifest, preparing what is missing.
+
+    Segments are cached in ``<data_dir>/prepared`` and remade only when a
+    source is newer than its manifest; phones then download compressed 20 s
+    segments instead of whole files (PROTOCOL.md section 8).
+    """
+    from server.prepare import prepare_tracks
+
+    sources = [group.track for group in show.groups if group.track.suffix != ".json"]
+    manifests = prepare_tracks(sources, data_dir / "prepared")
+    groups = tuple(
+        dataclasses.replace(group, track=manifests.get(group.track, group.track)) for group in show.groups
+    )
+    return dataclasses.replace(show, groups=groups)
+
+
+def prepare(path: Path, data_dir: Path) -> int:
+    """`unisono prepare SHOW.toml`: cut every track of the show into segments now, so serve starts at once."""
+    show = load_or_report(path)
+    if show is None:
+        return 1
+    ready = prepared(show, data_dir)
+    for before, after in zip(show.groups, ready.groups):
+        print(f"  {before.name}: {before.track} -> {after.track}")
+    return 0
+
+
 def lan_address() -> str:
     """This machine's address on its default route, for URLs phones can open."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -115,9 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     p_check = sub.add_parser("check", help="validate a show file and list every error")
     p_check.add_argument("show", type=Path, help="the show file (TOML)")
     p_check.add_argument("--tracks", type=Path, default=None, help="folder the tracks are in (default: the show file's)")
+    p_prepare = sub.add_parser("prepare", help="cut a show's tracks into segments phones can stream (serve does it too)")
+    p_prepare.add_argument("show", type=Path, help="the show file (TOML)")
+    p_prepare.add_argument("--data-dir", type=Path, default=Path("var"), help="where segments are kept (default: ./var)")
     args = parser.parse_args(argv)
     if args.command == "check":
         return check(args.show, args.tracks)
+    if args.command == "prepare":
+        return prepare(args.show, args.data_dir)
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -129,13 +163,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unisono: invalid option: {exc}", file=sys.stderr)
         return 2
     if args.show is None:
-        show = demo_show(config.data_dir)
+        show_file = demo_show_file(config.data_dir)
     else:
-        show_file = load_or_report(args.show)
-        if show_file is None:
+        loaded = load_or_report(args.show)
+        if loaded is None:
             print("unisono: not serving: fix the show file", file=sys.stderr)
             return 1
-        show = ShowSpec.from_file(show_file)
+        show_file = loaded
+    show = ShowSpec.from_file(prepared(show_file, config.data_dir))
     try:
         asyncio.run(serve(config, show))
     except KeyboardInterrupt:

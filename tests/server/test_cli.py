@@ -49,3 +49,26 @@ def test_check_the_demo_show_with_its_tracks(tmp_path: Path, capsys: pytest.Capt
     ensure_demo_tracks(tmp_path)
     assert main(["check", "--tracks", str(tmp_path), str(DEMO_SHOW_PATH)]) == 0
     assert "red: demo-red.wav, 2:30, weight 1, 5 cues" in capsys.readouterr().out
+
+
+def test_prepare_cuts_every_track_and_serve_uses_the_manifests(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`unisono prepare` writes a segment manifest per track; the show serve builds points its groups at them."""
+    import json
+
+    from server.cli import prepared
+    from server.showfile import load_show
+
+    write_tone_wav(tmp_path / "red.wav", 3.0)
+    (tmp_path / "sub").mkdir()
+    write_tone_wav(tmp_path / "sub" / "blue.wav", 4.0)
+    (tmp_path / "show.toml").write_text(GOOD, encoding="utf-8")
+    data = tmp_path / "var"
+    assert main(["prepare", str(tmp_path / "show.toml"), "--data-dir", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "red: " in out and out.count(".json") == 2
+    show = prepared(load_show(tmp_path / "show.toml"), data)
+    tracks = {group.name: group.track for group in show.groups}
+    assert tracks == {"red": data / "prepared" / "red.json", "blue": data / "prepared" / "blue.json"}
+    manifest = json.loads(tracks["blue"].read_text(encoding="utf-8"))
+    assert manifest["frames"] == 4 * manifest["sample_rate"]
+    assert [group.duration_ns for group in show.groups] == [3_000_000_000, 4_000_000_000]
