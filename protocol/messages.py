@@ -98,6 +98,10 @@ class Message(Record):
 
 # --- participant -> server -------------------------------------------------
 
+# A reported output latency beyond 10 s (either sign) is nonsense: Bluetooth
+# adds 150-300 ms (FIELD-NOTES.md); the manual adjustment is capped far below.
+MAX_LATENCY_US = 10_000_000
+
 
 @dataclass(frozen=True)
 class Join(Message):
@@ -139,12 +143,33 @@ class Pong(Message):
 
 @dataclass(frozen=True)
 class Ready(Message):
-    """The device's readiness: track downloaded and decoded, audio unlocked by a tap."""
+    """The device's readiness: track downloaded and decoded, audio unlocked by a tap.
+
+    The other fields came later and may be omitted (nil: not reported), so that
+    older pages stay valid: ``downloaded`` the fraction of the show's files held
+    offline (0..1); ``bound_us`` the device's current sync error bound;
+    ``output_latency_us`` the output latency it compensates (reported plus the
+    participant's manual adjustment, which may be negative); ``wake_lock``
+    whether it holds a screen wake lock; ``visible`` whether the page is visible.
+    """
 
     TYPE: ClassVar[str] = "ready"
     loaded: bool
     unlocked: bool
-    SCHEMA: ClassVar[tuple[Field, ...]] = (Field("loaded", "bool"), Field("unlocked", "bool"))
+    downloaded: float | None = None
+    bound_us: int | None = None
+    output_latency_us: int | None = None
+    wake_lock: bool | None = None
+    visible: bool | None = None
+    SCHEMA: ClassVar[tuple[Field, ...]] = (
+        Field("loaded", "bool"),
+        Field("unlocked", "bool"),
+        Field("downloaded", "float", 0, 1, optional=True),
+        _int("bound_us", 0, optional=True),
+        _int("output_latency_us", -MAX_LATENCY_US, MAX_LATENCY_US, optional=True),
+        Field("wake_lock", "bool", optional=True),
+        Field("visible", "bool", optional=True),
+    )
 
 
 # --- server -> participant -------------------------------------------------

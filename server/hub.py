@@ -20,7 +20,7 @@ from clock.reference import ReferenceClock
 from clock.session import DeviceSession
 from protocol import encode
 from protocol.errors import CLOSE_POLICY_VIOLATION
-from protocol.messages import Announcement, Overview, Show
+from protocol.messages import Announcement, Overview, Ready, Show
 from server.config import ServerConfig
 from server.groups import GroupAssigner
 from server.showfile import ShowCue, ShowFile
@@ -135,6 +135,19 @@ class Device:
     outbox: Outbox
     loaded: bool = False
     unlocked: bool = False
+    # From the latest ``ready``; None until the device reports them (older pages never do).
+    downloaded: float | None = None
+    bound_us: int | None = None
+    output_latency_us: int | None = None
+    wake_lock: bool | None = None
+    visible: bool | None = None
+
+    def receive_ready(self, ready: Ready) -> None:
+        """Keep what the device's latest ``ready`` says."""
+        self.loaded, self.unlocked = ready.loaded, ready.unlocked
+        self.downloaded, self.bound_us = ready.downloaded, ready.bound_us
+        self.output_latency_us = ready.output_latency_us
+        self.wake_lock, self.visible = ready.wake_lock, ready.visible
 
 
 class Hub:

@@ -61,7 +61,7 @@ async def participant_ws(request: web.Request) -> web.WebSocketResponse:
             elif isinstance(message, Pong):
                 _receive_pong(hub, device, message, received_ns)
             elif isinstance(message, Ready):
-                device.loaded, device.unlocked = message.loaded, message.unlocked
+                device.receive_ready(message)
                 hub.changed()
             else:
                 raise UnexpectedMessage(f"expected pong or ready, found a second {message.TYPE}")

@@ -15,7 +15,7 @@ const BIG_US = 1_700_000_000_123_456; // a realistic server/device time in µs, 
 const SAMPLES = {
   join: { type: 'join', v: 1, device_id: 'abcDEF12_-xyz', client: 'web/1', lang: 'fr-FR' },
   pong: { type: 'pong', seq: 4294967295, t0_us: BIG_US, t1_us: -BIG_US, t2_us: 9007199254740991 },
-  ready: { type: 'ready', loaded: true, unlocked: false },
+  ready: { type: 'ready', loaded: true, unlocked: false, downloaded: 0.25, bound_us: 4100, output_latency_us: -20000, wake_lock: true, visible: false },
   welcome: { type: 'welcome', v: 1, device_id: 'A'.repeat(64), group: 'rouge', track_url: '/tracks/a.mp3', title: 'Théâtre 🎵' },
   show: {
     type: 'show', title: 'Flashmob', when: 'samedi', where: 'place', bring: 'écouteurs', about: 'Une heure.',

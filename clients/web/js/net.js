@@ -22,6 +22,46 @@ export const PERMANENT_ERRORS = new Set(['unsupported_version', 'not_authorized'
 
 export const DEVICE_ID_KEY = 'unisono.device_id';
 
+// A ready whose only news is the bound or the latency waits this long after
+// the last one (PROTOCOL.md, `ready`): the bound grows every moment, and a
+// crowd re-sending it 5 times a second would be a flood for nothing.
+export const READY_MIN_INTERVAL_MS = 5000;
+const READY_FLAGS = ['loaded', 'unlocked', 'wake_lock', 'visible'];
+const READY_NUMBERS = ['bound_us', 'output_latency_us'];
+
+/** The ready message's fields from the page's readiness: unknown values become null, numbers are rounded. */
+export function readyFields(readiness) {
+  const number = (value) => (typeof value === 'number' && Number.isFinite(value) ? value : null);
+  const downloaded = number(readiness.downloaded);
+  const boundUs = number(readiness.bound_us);
+  const latencyUs = number(readiness.output_latency_us);
+  const flag = (value) => (typeof value === 'boolean' ? value : null);
+  return {
+    loaded: readiness.loaded === true,
+    unlocked: readiness.unlocked === true,
+    downloaded: downloaded === null ? null : Math.min(1, Math.max(0, downloaded)),
+    bound_us: boundUs === null ? null : Math.max(0, Math.round(boundUs)) + 0,
+    output_latency_us: latencyUs === null ? null : Math.min(10000000, Math.max(-10000000, Math.round(latencyUs) + 0)),
+    wake_lock: flag(readiness.wake_lock),
+    visible: flag(readiness.visible),
+  };
+}
+
+/**
+ * Whether a ready with fields `next` is due, given the last one sent (`sent`,
+ * null if none) at `sentAtMs`, now `nowMs`: at once when a flag or the whole
+ * percent of `downloaded` changed, after READY_MIN_INTERVAL_MS when only the
+ * bound or the latency did, never when nothing changed.
+ */
+export function readyDue(sent, next, nowMs, sentAtMs) {
+  if (sent == null) return true;
+  const percent = (fraction) => (fraction == null ? null : Math.floor(fraction * 100));
+  if (READY_FLAGS.some((key) => sent[key] !== next[key])) return true;
+  if (percent(sent.downloaded) !== percent(next.downloaded)) return true;
+  if (READY_NUMBERS.every((key) => sent[key] === next[key])) return false;
+  return nowMs - sentAtMs >= READY_MIN_INTERVAL_MS;
+}
+
 /** Milliseconds to wait before reconnect attempt number `attempt` (0 for the first). */
 export function reconnectDelayMs(attempt, random = Math.random) {
   const factor = 2 ** Math.min(attempt, 10);
@@ -130,7 +170,9 @@ export class ParticipantLink {
     this.onMessage = onMessage ?? (() => {});
     this.onConnection = onConnection ?? (() => {});
     this.onBadMessage = onBadMessage ?? (() => {});
-    this.readiness = { loaded: false, unlocked: false };
+    this.readiness = readyFields({});
+    this.sentReadiness = null; // the fields of the last ready sent, and when (ms, Date.now())
+    this.sentAtMs = -Infinity;
     this.welcomed = false;
     this.socket = new ReconnectingSocket(url, {
       onOpen: () => this.sendJoin(),
@@ -146,11 +188,13 @@ export class ParticipantLink {
     this.socket.connect();
   }
 
-  /** Tell the server our readiness {loaded, unlocked}; sent now if it changed and we are joined. */
-  setReadiness(readiness) {
-    const changed = readiness.loaded !== this.readiness.loaded || readiness.unlocked !== this.readiness.unlocked;
-    this.readiness = { loaded: readiness.loaded, unlocked: readiness.unlocked };
-    if (changed && this.welcomed) this.sendReady();
+  /**
+   * Tell the server our readiness {loaded, unlocked, downloaded, bound_us,
+   * output_latency_us, wake_lock, visible}; sent now if readyDue says so and we are joined.
+   */
+  setReadiness(readiness, nowMs = Date.now()) {
+    this.readiness = readyFields(readiness);
+    if (this.welcomed && readyDue(this.sentReadiness, this.readiness, nowMs, this.sentAtMs)) this.sendReady(nowMs);
   }
 
   sendJoin() {
@@ -159,8 +203,10 @@ export class ParticipantLink {
     this.socket.send(encode({ type: 'join', v: PROTOCOL_VERSION, device_id: validId, client: this.client, lang: this.lang }));
   }
 
-  sendReady() {
+  sendReady(nowMs = Date.now()) {
     this.socket.send(encode({ type: 'ready', ...this.readiness }));
+    this.sentReadiness = this.readiness;
+    this.sentAtMs = nowMs;
   }
 
   receive(event) {

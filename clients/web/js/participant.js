@@ -202,10 +202,16 @@ function render() {
     audioNowS: player.audioNowS(),
     trackEnded: player.trackEnded,
   });
-  link.setReadiness({ loaded: hook.loaded, unlocked: hook.unlocked });
-
   const nowUs = deviceNowUs();
   hook.boundUs = clock ? Math.round(clock.boundAt(nowUs)) : null;
+  const latencyS = player.outputLatencyS();
+  link.setReadiness({
+    loaded: hook.loaded,
+    unlocked: hook.unlocked,
+    bound_us: hook.boundUs,
+    output_latency_us: latencyS === null ? null : latencyS * 1e6,
+    visible: document.visibilityState === 'visible',
+  });
   view.title.textContent = hook.show?.title ?? hook.title ?? 'Unisono';
   view.group.textContent = hook.group ? `${texts.group}: ${hook.group}` : '';
   view.sync.textContent = syncText(hook.boundUs);

@@ -96,6 +96,11 @@ export class Player {
     return this.context !== null && this.context.state === 'running';
   }
 
+  /** The output latency (s) compensated: what the context reports, if plausible; null before the tap. */
+  outputLatencyS() {
+    return this.context ? outputLatencyS(this.context.baseLatency, this.context.outputLatency) : null;
+  }
+
   /** The AudioContext's currentTime (s), or null before the tap. */
   audioNowS() {
     return this.context ? this.context.currentTime : null;

@@ -43,6 +43,8 @@ const MAX_VIBRATE_MS = 10000;
 const MAX_INFO_TEXT = 200;
 const MAX_ABOUT_TEXT = 2000;
 const MAX_ANNOUNCEMENT_TEXT = 500;
+// ready.output_latency_us bounds (messages.py MAX_LATENCY_US).
+export const MAX_LATENCY_US = 10000000;
 const COLOUR_PATTERN = /^#[0-9a-fA-F]{6}$/;
 
 // Websocket close codes, RFC 6455 section 7.4.1, as PROTOCOL.md section 6 uses them.
@@ -80,14 +82,14 @@ export class LocalProtocolError extends ProtocolError {
 function int(name, low = MIN_SAFE_INT, high = MAX_SAFE_INT, optional = false) {
   return { name, kind: 'int', low, high, optional };
 }
-function float(name, low, high) {
-  return { name, kind: 'float', low, high, optional: false };
+function float(name, low, high, optional = false) {
+  return { name, kind: 'float', low, high, optional };
 }
 function str(name, maxChars, { pattern = null, optional = false, fallback } = {}) {
   return { name, kind: 'str', low: 0, high: maxChars, optional, pattern, fallback };
 }
-function bool(name) {
-  return { name, kind: 'bool', optional: false };
+function bool(name, optional = false) {
+  return { name, kind: 'bool', optional };
 }
 function showState(name) {
   return { name, kind: 'enum', choices: SHOW_STATES, optional: false };
@@ -117,7 +119,11 @@ export const SCHEMAS = Object.freeze({
     str('lang', 35, { optional: true }),
   ],
   pong: [int('seq', 0, MAX_SEQ), int('t0_us'), int('t1_us'), int('t2_us')],
-  ready: [bool('loaded'), bool('unlocked')],
+  // ready: fields after `unlocked` came later and may be omitted (nil: not reported).
+  ready: [
+    bool('loaded'), bool('unlocked'), float('downloaded', 0, 1, true), int('bound_us', 0, MAX_SAFE_INT, true),
+    int('output_latency_us', -MAX_LATENCY_US, MAX_LATENCY_US, true), bool('wake_lock', true), bool('visible', true),
+  ],
   // server -> participant
   welcome: [int('v', 0, 65535), str('device_id', 64, { pattern: DEVICE_ID_PATTERN }), str('group', 64), str('track_url', 1024), str('title', 200)],
   show: [
