@@ -56,6 +56,15 @@ test('a real output timestamp already includes the latency: nothing more is subt
   near(start.audibleContextTime, 15, 1e-6, 'audibleContextTime');
 });
 
+test('the manual latency is added to the reported one, and applies with a real output timestamp too', () => {
+  const bluetooth = computeStart(inputs({ latencyS: 0.04, manualLatencyS: 0.2 }));
+  near(bluetooth.contextWhen, 14.76, 1e-6, 'contextWhen');
+  near(bluetooth.audibleContextTime, 15, 1e-6, 'audibleContextTime');
+  const outputTimestamp = { contextTime: 10, performanceTime: 5000, includesLatency: true };
+  const stamped = computeStart(inputs({ latencyS: 0.04, outputTimestamp, manualLatencyS: -0.02 }));
+  near(stamped.contextWhen, 15.02, 1e-6, 'contextWhen (negative adjustment)');
+});
+
 test('implausible latencies are ignored', () => {
   for (const latencyS of [Number.NaN, -0.01, 0.75, Infinity, undefined]) {
     const start = computeStart(inputs({ latencyS }));

@@ -17,6 +17,7 @@ import { ClockEstimate } from './sync.js';
 import { deviceNowUs, perfNowMs, timeOriginMs } from './deviceclock.js';
 import { SegmentedTrack, decodeWith, fetchManifest } from './chain.js';
 import { isManifestUrl } from './segments.js';
+import { realignAfterStateChange, shouldResume } from './phone.js';
 
 // Before the start is audible, a new estimate that moves it by more than this
 // replaces the scheduled source: the first estimates after join are the
@@ -52,7 +53,9 @@ const LATE_START_MAX_WAIT_MS = 5000;
 // output timestamps of a context that has just started map audio time to
 // performance time ~20 ms off (seen in tests/browser: late starts at
 // currentTime 0.12 s were 20 ms late, none after 1 s), and a late start is
-// never recomputed once it sounds.
+// never recomputed once it sounds. The same holds after the context resumes
+// from suspended or interrupted (browser tests: restarts right after a resume
+// came out up to 31 ms late under load).
 const AUDIO_SETTLE_S = 1.0;
 
 /**
@@ -76,6 +79,51 @@ export class Player {
     this.trackEnded = false;
     this.drift = new DriftController(); // one per page: its rate estimate is the audio clock's
     this.lastDriftContextS = -Infinity;
+    this.manualLatencyS = 0; // the participant's adjustment (phone.js), added to the reported latency
+    this.contextState = null; // the context's state at the last statechange
+    this.runningSinceS = 0; // the context's currentTime when it last began running (AUDIO_SETTLE_S counts from it)
+    this.realigns = 0; // restarts after the context came back from suspended/interrupted
+  }
+
+  /**
+   * The participant's latency adjustment (s): applied to the start and to the
+   * drift target. A sounding show restarts at once at the right position.
+   */
+  setManualLatencyS(latencyS) {
+    const next = Number.isFinite(latencyS) ? latencyS : 0;
+    if (next === this.manualLatencyS) return;
+    this.manualLatencyS = next;
+    this.restart();
+  }
+
+  /** Stop the sources and start again where the show is now (a late start). */
+  restart() {
+    if (this.start === null && !this.sounding) return;
+    this.stopSource();
+    this.start = null;
+    this.update();
+    this.onChange();
+  }
+
+  /** Resume a context suspended or interrupted (a call, a notification, a tab switch) when phone.js says so. */
+  resumeIfNeeded(visible) {
+    const context = this.context;
+    if (!context || !shouldResume({ unlockedOnce: true, contextState: context.state, visible })) return;
+    Promise.resolve(context.resume()).catch((error) => console.warn(`resume: ${error.message}`));
+  }
+
+  /** The context's state changed: a show whose audio clock stood still is re-aligned. */
+  contextStateChanged() {
+    const from = this.contextState;
+    const to = this.context.state;
+    this.contextState = to;
+    if (to === 'running' && from !== null && from !== 'running') this.runningSinceS = this.context.currentTime;
+    if (realignAfterStateChange(from, to) && (this.start !== null || this.sounding)) {
+      this.realigns += 1;
+      this.restart();
+    }
+    this.update();
+    this.onChange();
   }
 
   /** The drift controller's view for the display: {errorMs, ratePpm, rateEstimatePpm, realigns}. */
@@ -96,9 +144,9 @@ export class Player {
     return this.context !== null && this.context.state === 'running';
   }
 
-  /** The output latency (s) compensated: what the context reports, if plausible; null before the tap. */
+  /** The output latency (s) compensated: what the context reports, if plausible, plus the manual adjustment; null before the tap. */
   outputLatencyS() {
-    return this.context ? outputLatencyS(this.context.baseLatency, this.context.outputLatency) : null;
+    return this.context ? outputLatencyS(this.context.baseLatency, this.context.outputLatency) + this.manualLatencyS : null;
   }
 
   /** The AudioContext's currentTime (s), or null before the tap. */
@@ -112,10 +160,8 @@ export class Player {
       const Context = audioContextClass();
       if (!Context) throw new Error('this browser has no Web Audio');
       this.context = new Context();
-      this.context.onstatechange = () => {
-        this.update();
-        this.onChange();
-      };
+      this.contextState = this.context.state;
+      this.context.onstatechange = () => this.contextStateChanged();
     }
     const resumed = this.context.resume();
     // iOS unmutes output only once a sound plays inside the gesture: play one silent sample.
@@ -203,7 +249,7 @@ export class Player {
 
   /** Whether a late start may go ahead now: the estimate is good enough, or it has waited long enough. */
   lateStartAllowed() {
-    if (this.context.currentTime < AUDIO_SETTLE_S) return false;
+    if (this.context.currentTime - this.runningSinceS < AUDIO_SETTLE_S) return false;
     const clock = this.estimate instanceof ClockEstimate ? this.estimate : new ClockEstimate(this.estimate);
     if (clock.boundAt(deviceNowUs()) <= LATE_START_MAX_BOUND_US) return true;
     if (this.lateWaitSinceMs === null) this.lateWaitSinceMs = perfNowMs();
@@ -221,6 +267,7 @@ export class Player {
       outputTimestamp,
       timeOriginMs: timeOriginMs(),
       latencyS: outputLatencyS(context.baseLatency, context.outputLatency),
+      manualLatencyS: this.manualLatencyS,
       currentTimeS: context.currentTime,
       durationS: this.track ? this.track.durationS : this.buffer.duration,
     });
@@ -295,8 +342,9 @@ export class Player {
     const reported = typeof context.getOutputTimestamp === 'function' ? context.getOutputTimestamp() : undefined;
     const stamp = pickOutputTimestamp(reported, nowS, perfNowMs());
     // The audio time heard at performance time stamp.performanceTime: the
-    // fallback pair {currentTime, now} is heard the output latency later.
-    const latencyS = stamp.includesLatency ? 0 : outputLatencyS(context.baseLatency, context.outputLatency);
+    // fallback pair {currentTime, now} is heard the output latency later; the
+    // manual adjustment (Bluetooth the browser does not report) comes on top.
+    const latencyS = (stamp.includesLatency ? 0 : outputLatencyS(context.baseLatency, context.outputLatency)) + this.manualLatencyS;
     const heardDeviceUs = (timeOriginMs() + stamp.performanceTime) * 1000;
     const clock = this.estimate instanceof ClockEstimate ? this.estimate : new ClockEstimate(this.estimate);
     const decision = this.drift.measure({

@@ -83,7 +83,10 @@ export function deviceTimeAt(contextTimeS, outputTimestamp, timeOriginMs) {
  * {contextTime (s), performanceTime (ms)} from pickOutputTimestamp;
  * `timeOriginMs` (performance.timeOrigin); `latencyS` (outputLatencyS; an
  * implausible value counts as 0; not applied when the output timestamp
- * already includes the latency, see pickOutputTimestamp); optional `currentTimeS` (the context's
+ * already includes the latency, see pickOutputTimestamp); optional
+ * `manualLatencyS` (the participant's own adjustment, e.g. 0.2 for Bluetooth
+ * headphones the browser does not report: always added, may be negative);
+ * optional `currentTimeS` (the context's
  * currentTime: nothing is scheduled before it); optional `durationS` (the
  * track's length: null once the show has passed its end); `marginS`.
  *
@@ -97,13 +100,14 @@ export function deviceTimeAt(contextTimeS, outputTimestamp, timeOriginMs) {
  */
 export function computeStart({
   schedule, estimate, deviceNowUs, outputTimestamp, timeOriginMs, latencyS,
-  currentTimeS = -Infinity, durationS = Infinity, marginS = LATE_START_MARGIN_S,
+  manualLatencyS = 0, currentTimeS = -Infinity, durationS = Infinity, marginS = LATE_START_MARGIN_S,
 }) {
   if (schedule == null || estimate == null) return null;
   if (schedule.state !== 'scheduled' && schedule.state !== 'playing') return null;
   if (schedule.start_us == null) return null;
   const clock = estimate instanceof ClockEstimate ? estimate : new ClockEstimate(estimate);
-  const latency = outputTimestamp.includesLatency ? 0 : plausibleLatencyS(latencyS);
+  const manual = Number.isFinite(manualLatencyS) ? manualLatencyS : 0;
+  const latency = (outputTimestamp.includesLatency ? 0 : plausibleLatencyS(latencyS)) + manual;
 
   const deviceStartUs = clock.serverToDevice(schedule.start_us);
   const startContextTime = contextTimeAt(deviceStartUs, outputTimestamp, timeOriginMs);
