@@ -22,6 +22,9 @@ HUB = web.AppKey("hub", Hub)
 
 # Track files never change under the same name (generated or prepared once),
 # so phones may keep them; pages change with releases and are revalidated.
+# The page's modules and the service worker too: a stale module next to a
+# fresh page would break it, and the worker (clients/web/sw.js) serves them
+# from its own cache when the network fails, not from the HTTP cache.
 TRACK_CACHE_CONTROL = "public, max-age=3600"
 PAGE_CACHE_CONTROL = "no-cache"
 
@@ -61,6 +64,10 @@ def make_app(config: ServerConfig, show: ShowSpec, token: str | None = None) -> 
             raise web.HTTPNotFound(text="no such track")
         return web.FileResponse(path, headers={"Cache-Control": TRACK_CACHE_CONTROL})
 
+    async def service_worker(request: web.Request) -> web.FileResponse:
+        # At the root, so its scope is the whole site (no Service-Worker-Allowed needed).
+        return web.FileResponse(WEB_ROOT / "sw.js", headers={"Cache-Control": PAGE_CACHE_CONTROL})
+
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
@@ -75,13 +82,20 @@ def make_app(config: ServerConfig, show: ShowSpec, token: str | None = None) -> 
 
     app.cleanup_ctx.append(run_hub)
     app.on_shutdown.append(_close_all)
+    app.on_response_prepare.append(_revalidate_by_default)
     app.router.add_get("/", index)
     app.router.add_get("/ws", participant_ws)
     app.router.add_get("/ws/organizer", organizer_ws)
     app.router.add_get("/tracks/{name}", track)
+    app.router.add_get("/sw.js", service_worker)
     app.router.add_get("/healthz", healthz)
     app.router.add_static("/", WEB_ROOT, append_version=False)
     return app
+
+
+async def _revalidate_by_default(request: web.Request, response: web.StreamResponse) -> None:
+    """Static files (the page's modules, css) are revalidated: a release shows at the next load."""
+    response.headers.setdefault("Cache-Control", PAGE_CACHE_CONTROL)
 
 
 async def _close_all(app: web.Application) -> None:

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy
 import pytest
+from aiohttp import web
 from playwright.async_api import Browser, Page
 
 from server.hub import ShowSpec
 from server.prepare import Manifest, prepare_track
 from tests.browser.conftest import open_organizer, start_from_console
 from tests.browser.test_start_browser import CLOCK_SCRIPT
-from tests.conftest import scaled, start_server
+from tests.conftest import RunningServer, scaled, start_server
 
 pytestmark = pytest.mark.browser
 
@@ -59,9 +60,17 @@ def clicks_wav(path: Path) -> Path:
     return path
 
 
-async def open_page(browser: Browser, url: str) -> Page:
+def clicks_show(tmp_path: Path, title: str) -> tuple[Manifest, ShowSpec]:
+    """The clicks track prepared into 4 s segments, and a show playing it in both groups."""
+    manifest = prepare_track(clicks_wav(tmp_path / "clicks.wav"), tmp_path / "tracks", stem="clicks", segment_frames=SEGMENT_FRAMES)
+    track = tmp_path / "tracks" / "clicks.json"
+    return manifest, ShowSpec(title=title, tracks={"red": track, "blue": track}, duration_ns=int(manifest.duration_s * 1e9))
+
+
+async def open_page(browser: Browser, url: str, shift_ms: float = 0.0) -> Page:
+    """A page in its own context, its clock shifted by ``shift_ms``, recording every source start."""
     context = await browser.new_context()
-    await context.add_init_script(CLOCK_SCRIPT % {"shift_ms": 0.0, "skew_ppm": 0.0})
+    await context.add_init_script(CLOCK_SCRIPT % {"shift_ms": shift_ms, "skew_ppm": 0.0})
     await context.add_init_script(RECORD_STARTS)
     page = await context.new_page()
     page.on("console", lambda msg: print(f"[page] {msg.text}"))
@@ -79,6 +88,31 @@ async def unlock_and_wait_for_start(page: Page, started: bool = True) -> dict[st
     )
     start: dict[str, float] = await page.evaluate("() => window.unisono.start")
     return start
+
+
+async def serve_clicks_and_open(
+    browser: Browser, tmp_path: Path, title: str, shift_ms: float
+) -> tuple[Manifest, web.AppRunner, RunningServer, Page]:
+    """Serve the clicks show and open one page on it, unlocked with a good estimate; the caller cleans the runner up."""
+    manifest, show = clicks_show(tmp_path, title)
+    runner, server = await start_server(tmp_path, show)
+    try:
+        page = await open_page(browser, server.base_url + "/", shift_ms=shift_ms)
+        await unlock_and_wait_for_start(page, started=False)
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return manifest, runner, server, page
+
+
+async def start_show(browser: Browser, server: RunningServer, page: Page, lead_s: int) -> float:
+    """Start the show from the console with a lead of ``lead_s``; once ``page`` has its start, T in Unix ms."""
+    organizer = await open_organizer(browser, server.base_url, 1)
+    await start_from_console(organizer, lead_s)
+    await page.wait_for_function("() => window.unisono.start !== null", timeout=scaled(10) * 1000)
+    start_ns = server.hub.show.snapshot.start_ns
+    assert start_ns is not None
+    return start_ns / 1e6
 
 
 async def true_ms_of_position(page: Page, position_s: float) -> float:
@@ -119,19 +153,12 @@ async def check_late_page(page: Page, manifest: Manifest, start: dict[str, float
 
 async def test_late_join_and_reload_start_in_the_right_segment_in_sync(browser: Browser, tmp_path: Path) -> None:
     """Joining 7 s in and reloading later: the right segment and sample, within 5 ms of T and of the page there from the start."""
-    manifest = prepare_track(clicks_wav(tmp_path / "clicks.wav"), tmp_path / "tracks", stem="clicks", segment_frames=SEGMENT_FRAMES)
-    track = tmp_path / "tracks" / "clicks.json"
-    show = ShowSpec(title="Late", tracks={"red": track, "blue": track}, duration_ns=int(manifest.duration_s * 1e9))
+    manifest, show = clicks_show(tmp_path, "Late")
     runner, server = await start_server(tmp_path, show)
     try:
         early = await open_page(browser, server.base_url + "/")
         await unlock_and_wait_for_start(early, started=False)
-        organizer = await open_organizer(browser, server.base_url, 1)
-        await start_from_console(organizer, 2)
-        await early.wait_for_function("() => window.unisono.start !== null", timeout=scaled(10) * 1000)
-        start_ns = server.hub.show.snapshot.start_ns
-        assert start_ns is not None
-        t_ms = start_ns / 1e6
+        t_ms = await start_show(browser, server, early, 2)
 
         await asyncio.sleep(9.0)  # 7 s into the show
         late = await open_page(browser, server.base_url + "/")

@@ -44,3 +44,15 @@ async def test_pages_and_health(server: RunningServer) -> None:
             assert resp.headers["Content-Type"] in ("text/javascript", "application/javascript")
         async with http.get(f"{server.base_url}/healthz") as resp:
             assert resp.status == 200 and await resp.text() == "ok"
+
+
+async def test_service_worker_at_the_root_and_modules_revalidated(server: RunningServer) -> None:
+    """/sw.js is served from the root as JavaScript; it, the page and the modules are revalidated (no-cache), tracks kept."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.base_url}/sw.js") as resp:
+            assert resp.status == 200 and "javascript" in resp.headers["Content-Type"]
+            assert resp.headers["Cache-Control"] == "no-cache"
+            assert "OFFLINE_CACHE" in await resp.text()
+        for path in ("/", "/js/offline.js", "/css/unisono.css", "/vendor/msgpack/index.mjs"):
+            async with http.get(f"{server.base_url}{path}") as resp:
+                assert resp.status == 200 and resp.headers["Cache-Control"] == "no-cache", path

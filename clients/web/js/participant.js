@@ -12,11 +12,17 @@ import { participantState, syncText, countdownText, pageLanguage, TEXTS } from '
 import { CueTimer, textColourOn } from './cues.js';
 import { deviceNowUs } from './deviceclock.js';
 import { PROTOCOL_VERSION } from './protocol.js';
+import { OFFLINE_CACHE, downloadAll, loadSession, saveSession, showUrls } from './offline.js';
+import { loadManualLatencyMs, saveManualLatencyMs, wakeLockWanted } from './phone.js';
+import { fetchManifest } from './chain.js';
+import { checkManifest, isManifestUrl } from './segments.js';
 
 // The view is redrawn this often for the countdown and the sync bound.
 const REDRAW_INTERVAL_MS = 200;
 // How long a cue's colour fills the screen.
 const FLASH_MS = 1000;
+// A download that left files missing (the network came and went) tries again after this.
+const DOWNLOAD_RETRY_MS = 10000;
 
 const lang = pageLanguage(globalThis.navigator?.language);
 const texts = TEXTS[lang];
@@ -41,11 +47,24 @@ const hook = {
   cue: null, // the cue whose text shows now, or null
   cues: [], // every cue fired: {index, firedDeviceUs, dueDeviceUs} (device time, µs)
   announcements: [], // every announcement received: {text, at_us}
+  downloaded: 0, // fraction of the show's files in the offline cache (offline.js), null without Cache API
+  offlineReady: false, // a service worker controls the page (it can load with no network)
+  restored: false, // the page started from the session kept in localStorage (offline.js)
+  wakeLock: false, // a screen wake lock is held
+  visible: true,
+  latencyMs: 0, // the participant's manual latency adjustment (phone.js)
+  outputLatencyUs: null, // the latency compensated (reported + manual), as ready reports it
+  contextRealigns: 0, // restarts after the AudioContext came back from suspended/interrupted
 };
 window.unisono = hook;
 
 const facts = { joined: false, everStarted: false, error: null };
 let clock = null;
+// The latest welcome, show, estimate and schedule, kept for an offline reload (offline.js).
+const session = { welcome: null, show: null, estimate: null, schedule: null };
+let downloading = null; // the track URL whose download runs
+let wakeLock = null; // the WakeLockSentinel held, or null
+let wakeLockPending = false;
 
 const view = {
   title: document.getElementById('title'),
@@ -68,6 +87,12 @@ const view = {
   where: document.getElementById('where'),
   bringLabel: document.getElementById('bring-label'),
   bring: document.getElementById('bring'),
+  download: document.getElementById('download'),
+  downloadLabel: document.getElementById('download-label'),
+  downloadBar: document.getElementById('download-bar'),
+  downloadPercent: document.getElementById('download-percent'),
+  latency: document.getElementById('latency'),
+  latencyLabel: document.getElementById('latency-label'),
 };
 
 const cueTimer = new CueTimer();
@@ -105,10 +130,13 @@ function receive(message) {
       hook.deviceId = message.device_id;
       hook.group = message.group;
       hook.title = message.title;
+      session.welcome = message;
       player.load(new URL(message.track_url, location.origin).href).catch((error) => fail(`The track could not be loaded: ${error.message}`));
+      downloadShow(message.track_url);
       break;
     case 'show':
       hook.show = message;
+      session.show = message;
       cueTimer.setCues(message.cues);
       tickCues();
       break;
@@ -117,6 +145,7 @@ function receive(message) {
       break;
     case 'estimate':
       hook.estimate = message;
+      session.estimate = message;
       clock = new ClockEstimate(message);
       player.setEstimate(message);
       tickCues();
@@ -125,6 +154,7 @@ function receive(message) {
       const schedule = latestSchedule(hook.schedule, message);
       if (schedule !== message) return;
       hook.schedule = message;
+      session.schedule = message;
       if (message.state === 'scheduled' || message.state === 'playing') facts.everStarted = true;
       player.setSchedule(message);
       tickCues();
@@ -136,7 +166,47 @@ function receive(message) {
     default:
       break;
   }
+  if (['welcome', 'show', 'estimate', 'schedule'].includes(message.type)) saveSession(globalThis.localStorage, session);
   render();
+}
+
+/**
+ * Put the page, its modules, the track or manifest and every segment into the
+ * offline cache, with progress; again later if some file could not be had.
+ */
+async function downloadShow(trackUrl) {
+  if (downloading === trackUrl) return;
+  if (!globalThis.caches) {
+    hook.downloaded = null;
+    return;
+  }
+  downloading = trackUrl;
+  let fraction = 0;
+  try {
+    const cache = await caches.open(OFFLINE_CACHE);
+    const url = new URL(trackUrl, location.origin).href;
+    let manifest = null;
+    if (isManifestUrl(url)) {
+      try {
+        manifest = await fetchManifest(url);
+      } catch {
+        const held = await cache.match(url);
+        if (held) manifest = checkManifest(await held.json());
+      }
+    }
+    const urls = showUrls(location.origin, trackUrl, manifest);
+    // Without its manifest a segmented track's segments are still unknown: not done yet.
+    const cap = manifest === null && isManifestUrl(url) ? 0.99 : 1;
+    fraction = Math.min(cap, await downloadAll(cache, urls, fetch, (value) => {
+      hook.downloaded = Math.min(cap, value);
+      render();
+    }));
+  } catch (error) {
+    console.warn(`offline download: ${error.message}`);
+  } finally {
+    downloading = null;
+  }
+  if (fraction < 1) setTimeout(() => downloadShow(trackUrl), DOWNLOAD_RETRY_MS);
 }
 
 /** Fire the cues that are due, then set a timer for the next check (cues.js decides when). */
@@ -178,7 +248,52 @@ function flash(colour) {
   }, FLASH_MS);
 }
 
+/** iOS: play through the mute switch (Safari 16.4+); elsewhere the property does not exist. */
+function setPlaybackSession() {
+  try {
+    if (globalThis.navigator?.audioSession) navigator.audioSession.type = 'playback';
+  } catch {
+    // Not settable here: nothing to do.
+  }
+}
+
+/** Hold the screen awake during the show while visible (phone.js decides); the browser drops it when hidden. */
+function updateWakeLock() {
+  const wanted = wakeLockWanted({ state: hook.state, visible: hook.visible });
+  if (wanted && wakeLock === null && !wakeLockPending && globalThis.navigator?.wakeLock) {
+    wakeLockPending = true;
+    navigator.wakeLock.request('screen').then((sentinel) => {
+      wakeLock = sentinel;
+      sentinel.addEventListener('release', () => {
+        if (wakeLock === sentinel) wakeLock = null;
+        render();
+      });
+    }).catch((error) => console.warn(`wake lock: ${error.message}`)).finally(() => {
+      wakeLockPending = false;
+      render();
+    });
+  } else if (!wanted && wakeLock !== null) {
+    const sentinel = wakeLock;
+    wakeLock = null;
+    sentinel.release().catch(() => {});
+  }
+}
+
+function onVisibilityChange() {
+  hook.visible = document.visibilityState === 'visible';
+  player.resumeIfNeeded(hook.visible);
+  render();
+}
+
+function onLatencyChange() {
+  hook.latencyMs = saveManualLatencyMs(globalThis.localStorage, view.latency.value);
+  view.latency.value = String(hook.latencyMs);
+  player.setManualLatencyS(hook.latencyMs / 1000);
+  render();
+}
+
 function onUnlockTap() {
+  setPlaybackSession();
   try {
     player.unlock().catch((error) => fail(`Sound could not be enabled: ${error.message}`));
   } catch (error) {
@@ -192,6 +307,7 @@ function render() {
   hook.unlocked = player.unlocked;
   hook.start = player.start ? { ...player.start } : null;
   hook.drift = player.driftStatus();
+  hook.contextRealigns = player.realigns;
   hook.error = facts.error;
   hook.state = participantState({
     ...facts,
@@ -205,12 +321,19 @@ function render() {
   const nowUs = deviceNowUs();
   hook.boundUs = clock ? Math.round(clock.boundAt(nowUs)) : null;
   const latencyS = player.outputLatencyS();
+  hook.outputLatencyUs = latencyS === null ? null : Math.round(latencyS * 1e6);
+  hook.visible = document.visibilityState === 'visible';
+  updateWakeLock();
+  hook.wakeLock = wakeLock !== null;
+  hook.offlineReady = Boolean(globalThis.navigator?.serviceWorker?.controller);
   link.setReadiness({
     loaded: hook.loaded,
     unlocked: hook.unlocked,
+    downloaded: hook.downloaded,
     bound_us: hook.boundUs,
-    output_latency_us: latencyS === null ? null : latencyS * 1e6,
-    visible: document.visibilityState === 'visible',
+    output_latency_us: hook.outputLatencyUs,
+    wake_lock: hook.wakeLock,
+    visible: hook.visible,
   });
   view.title.textContent = hook.show?.title ?? hook.title ?? 'Unisono';
   view.group.textContent = hook.group ? `${texts.group}: ${hook.group}` : '';
@@ -222,7 +345,18 @@ function render() {
   view.error.hidden = !facts.error;
   view.connection.textContent = hook.connected ? '' : facts.joined ? texts.connectionLost : '';
   view.countdown.textContent = countdown(nowUs);
+  renderDownload();
   renderShow();
+}
+
+function renderDownload() {
+  const fraction = hook.downloaded;
+  view.download.hidden = fraction === null || !facts.joined;
+  const percent = Math.floor((fraction ?? 0) * 100);
+  view.downloadBar.value = percent;
+  view.downloadPercent.textContent = `${percent} %`;
+  view.downloadLabel.textContent = percent >= 100 ? texts.downloaded : texts.downloading;
+  view.latencyLabel.textContent = texts.latency;
 }
 
 /** The explanation before the show, the current cue during it, and the latest announcement. */
@@ -259,8 +393,33 @@ function countdown(nowUs) {
   return `${texts.startsIn} ${countdownText(remainingS)}${hint}`;
 }
 
+/**
+ * The last session kept in localStorage, replayed as if it had just arrived:
+ * with no network, a reloaded page still knows its track, the schedule and an
+ * estimate (whose bound grows from its at_us), and can play from the cache.
+ * Fresher messages from the server replace them as usual.
+ */
+function restoreSession() {
+  const saved = loadSession(globalThis.localStorage, deviceNowUs());
+  if (saved === null) return;
+  hook.restored = true;
+  for (const message of [saved.welcome, saved.show, saved.estimate, saved.schedule]) if (message) receive(message);
+}
+
 view.unlock.addEventListener('click', onUnlockTap);
+view.latency.addEventListener('change', onLatencyChange);
+document.addEventListener('visibilitychange', onVisibilityChange);
+globalThis.navigator?.serviceWorker?.addEventListener('controllerchange', render);
+if (globalThis.navigator?.serviceWorker) {
+  navigator.serviceWorker.register('/sw.js').catch((error) => console.warn(`service worker: ${error.message}`));
+}
+setPlaybackSession();
+hook.latencyMs = loadManualLatencyMs(globalThis.localStorage);
+view.latency.value = String(hook.latencyMs);
+player.setManualLatencyS(hook.latencyMs / 1000);
+restoreSession();
 setInterval(() => {
+  player.resumeIfNeeded(hook.visible); // a call or notification ended: get the audio back
   player.correctDrift();
   render();
 }, REDRAW_INTERVAL_MS);

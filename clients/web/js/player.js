@@ -333,8 +333,12 @@ export class Player {
   correctDrift() {
     const context = this.context;
     if (this.track) this.track.tick();
-    // A late start waiting for a better estimate or its segments is retried here too.
-    if (this.start === null && context !== null && this.waitingForPositionS === null) this.update();
+    // A late start waiting for a better estimate or its segments is retried
+    // here too; and a start not yet audible is recomputed (update() moves it
+    // only if it moved by RESCHEDULE_THRESHOLD_S): with no network after the
+    // schedule no new estimate triggers that, and a start computed while the
+    // audio clock was settling (AUDIO_SETTLE_S) maps ~20 ms off.
+    if (context !== null && this.waitingForPositionS === null && (this.start === null || context.currentTime < this.start.contextWhen)) this.update();
     if (!this.sounding || !this.start || !this.estimate || context.state !== 'running') return;
     const nowS = context.currentTime;
     if (nowS < this.start.contextWhen || nowS - this.lastDriftContextS < DRIFT_INTERVAL_S) return;

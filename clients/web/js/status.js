@@ -78,6 +78,9 @@ export const TEXTS = Object.freeze({
     startsIn: 'Starts in',
     tapHint: ' (tap the button to hear it)',
     connectionLost: 'Connection lost, reconnecting… (the show continues)',
+    downloading: 'Downloading the show for offline use',
+    downloaded: 'Downloaded: the show plays even with no network',
+    latency: 'Headphone delay (ms), e.g. 200 for Bluetooth',
   }),
   fr: Object.freeze({
     status: Object.freeze({
@@ -100,5 +103,8 @@ export const TEXTS = Object.freeze({
     startsIn: 'Départ dans',
     tapHint: ' (touchez le bouton pour l’entendre)',
     connectionLost: 'Connexion perdue, reconnexion… (le spectacle continue)',
+    downloading: 'Téléchargement du spectacle pour le hors-ligne',
+    downloaded: 'Téléchargé : le spectacle joue même sans réseau',
+    latency: 'Retard du casque (ms), par ex. 200 en Bluetooth',
   }),
 });
