@@ -74,3 +74,59 @@ async def test_suspended_context_realigns_and_manual_latency_applies(browser: Br
         assert await page.evaluate("() => localStorage.getItem('unisono.latency_ms')") == "200"
     finally:
         await runner.cleanup()
+
+
+# A Wake Lock API that grants every request and, like a browser, releases the
+# lock when the page is hidden (headless Chromium refuses real screen locks).
+# window.__setVisible(v) stands in for the user switching apps.
+WAKE_LOCK_STUB = """
+(() => {
+  window.__wakeLockRequests = 0;
+  let visible = 'visible';
+  const held = new Set();
+  Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => visible });
+  Object.defineProperty(navigator, 'wakeLock', { configurable: true, value: {
+    request: async (type) => {
+      window.__wakeLockRequests += 1;
+      const sentinel = new EventTarget();
+      sentinel.type = type;
+      sentinel.release = async () => { held.delete(sentinel); sentinel.dispatchEvent(new Event('release')); };
+      held.add(sentinel);
+      return sentinel;
+    },
+  } });
+  window.__setVisible = (isVisible) => {
+    visible = isVisible ? 'visible' : 'hidden';
+    if (!isVisible) for (const sentinel of [...held]) sentinel.release();
+    document.dispatchEvent(new Event('visibilitychange'));
+  };
+})();
+"""
+
+
+async def test_wake_lock_held_during_the_show_and_taken_again_when_visible(browser: Browser, tmp_path: Path) -> None:
+    """The lock is requested once the show is scheduled, lost when hidden, requested again when visible; ready tells the hub each time."""
+    _, runner, server, page = await serve_clicks_and_open(browser, tmp_path, "Wake", 0.0)
+    try:
+        await page.evaluate(WAKE_LOCK_STUB)
+        assert await page.evaluate("() => window.__wakeLockRequests") == 0  # not before the show
+
+        async def hub_sees(wake_lock: bool, visible: bool) -> None:
+            for _ in range(int(scaled(10) / 0.1)):
+                if [(d.wake_lock, d.visible) for d in server.hub.devices] == [(wake_lock, visible)]:
+                    return
+                await asyncio.sleep(0.1)
+            raise AssertionError([(d.wake_lock, d.visible) for d in server.hub.devices])
+
+        await start_show(browser, server, page, 3)
+        await page.wait_for_function("() => window.unisono.wakeLock === true", timeout=scaled(10) * 1000)
+        await hub_sees(True, True)
+        await page.evaluate("() => window.__setVisible(false)")
+        await page.wait_for_function("() => !window.unisono.wakeLock && !window.unisono.visible", timeout=scaled(10) * 1000)
+        await hub_sees(False, False)
+        await page.evaluate("() => window.__setVisible(true)")
+        await page.wait_for_function("() => window.unisono.wakeLock === true", timeout=scaled(10) * 1000)
+        assert await page.evaluate("() => window.__wakeLockRequests") == 2
+        await hub_sees(True, True)
+    finally:
+        await runner.cleanup()
