@@ -233,6 +233,7 @@ class OffsetEstimator:
     def __init__(self, config: EstimatorConfig | None = None) -> None:
         self.config = config or EstimatorConfig()
         self._samples: deque[Sample] = deque(maxlen=self.config.window)
+        self._in_window: set[Sample] = set()  # the same samples, for O(1) duplicate checks
         self._suspects: list[Sample] = []
         self._fit: _Fit | None = None
         self._hard_candidates: list[Sample] = []
@@ -264,7 +265,7 @@ class OffsetEstimator:
 
     def add(self, sample: Sample) -> Rejection | None:
         """Take a sample. Returns None if kept, or why it was not (kept aside as a suspect)."""
-        if sample in self._samples or sample in self._suspects:
+        if sample in self._in_window or sample in self._suspects:
             return Rejection.DUPLICATE
         self._observe_stamps(sample)
         if self._fit is not None and not self._consistent(sample):
@@ -273,8 +274,9 @@ class OffsetEstimator:
             self._suspects.append(sample)
             if len(self._suspects) >= STEP_CONFIRMATIONS:
                 self.steps += 1
-                self._samples.clear()
-                self._samples.extend(self._suspects)
+                self._clear_window()
+                for suspect in self._suspects:
+                    self._append(suspect)
                 self._suspects.clear()
                 self._refit(sample.t3_server_ns)
                 return None
@@ -282,11 +284,21 @@ class OffsetEstimator:
         # Suspects followed by a sample that fits were glitches, not a step: a
         # clock that stepped keeps disagreeing. They stay out of the window.
         self._suspects.clear()
-        self._samples.append(sample)
+        self._append(sample)
         self._hard_candidates.append(sample)
         if self._needs_refit(sample):
             self._refit(sample.t3_server_ns)
         return None
+
+    def _append(self, sample: Sample) -> None:
+        if len(self._samples) == self._samples.maxlen:
+            self._in_window.discard(self._samples[0])  # the deque is about to drop it
+        self._samples.append(sample)
+        self._in_window.add(sample)
+
+    def _clear_window(self) -> None:
+        self._samples.clear()
+        self._in_window.clear()
 
     def _needs_refit(self, sample: Sample) -> bool:
         """Whether a new sample can change the fit: it lies low, or the fit is stale or young.
@@ -310,7 +322,7 @@ class OffsetEstimator:
 
     def reset(self) -> None:
         """Forget every sample (the device restarted)."""
-        self._samples.clear()
+        self._clear_window()
         self._suspects.clear()
         self._hard_candidates.clear()
         self._fit = None
@@ -359,7 +371,7 @@ class OffsetEstimator:
     def _refit(self, now_ns: int) -> None:
         cfg = self.config
         while self._samples and now_ns - self._samples[0].server_mid_ns > cfg.max_age_ns:
-            self._samples.popleft()
+            self._in_window.discard(self._samples.popleft())
         samples = sorted(self._samples, key=lambda s: s.server_mid_ns)
         if not samples:
             self._fit = None
