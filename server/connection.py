@@ -18,6 +18,10 @@ log = logging.getLogger("unisono.connection")
 NowFn = Callable[[], int]
 IdleFn = Callable[[], float | None]
 
+# The websocket heartbeat catches a peer that vanished without closing (idle
+# participants are probed by the server's pings every few seconds anyway).
+HEARTBEAT_S = 30.0
+
 # aiohttp itself refuses frames above this (close 1009, no reason); our codec
 # enforces the much smaller per-endpoint limits with a reason first.
 TRANSPORT_MAX_FRAME = 64 * 1024

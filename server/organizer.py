@@ -11,7 +11,7 @@ from aiohttp import web
 from protocol import MAX_ORGANIZER_MESSAGE, PROTOCOL_VERSION, decode, encode
 from protocol.errors import NotAuthorized, UnexpectedMessage, UnsupportedVersion
 from protocol.messages import ORGANIZER_TO_SERVER, Abort, Announce, Error, Hello, Start
-from server.connection import TRANSPORT_MAX_FRAME, close_for, drain, frames
+from server.connection import HEARTBEAT_S, TRANSPORT_MAX_FRAME, close_for, drain, frames
 from server.hub import Hub, Outbox
 from server.show import InvalidTransition
 
@@ -28,7 +28,7 @@ async def organizer_ws(request: web.Request) -> web.WebSocketResponse:
     from server.app import HUB
 
     hub: Hub = request.app[HUB]
-    ws = web.WebSocketResponse(max_msg_size=TRANSPORT_MAX_FRAME, heartbeat=30.0)
+    ws = web.WebSocketResponse(max_msg_size=TRANSPORT_MAX_FRAME, heartbeat=HEARTBEAT_S)
     await ws.prepare(request)
     outbox: Outbox | None = None
     writer: asyncio.Task[None] | None = None

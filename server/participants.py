@@ -19,16 +19,11 @@ from clock.session import DeviceSession
 from protocol import MAX_PARTICIPANT_MESSAGE, PROTOCOL_VERSION, decode, encode
 from protocol.errors import UnexpectedMessage, UnsupportedVersion
 from protocol.messages import PARTICIPANT_TO_SERVER, Estimate, Join, Ping, Pong, Ready, Welcome
-from server.connection import TRANSPORT_MAX_FRAME, close_for, drain, frames
+from server.connection import HEARTBEAT_S, TRANSPORT_MAX_FRAME, close_for, drain, frames
 from server.hub import Device, Hub, Outbox
 from server.showfile import language_of
 
 log = logging.getLogger("unisono.participants")
-
-# Idle connections are probed by the server's pings every few seconds anyway;
-# the websocket heartbeat catches a peer that vanished without closing.
-HEARTBEAT_S = 30.0
-
 
 def estimate_message(estimate: ClockEstimate) -> Estimate:
     """The wire form of an estimate: device-time anchored, microseconds, bound rounded up."""
