@@ -6,7 +6,6 @@ import asyncio
 import logging
 import secrets
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from aiohttp import web
 
