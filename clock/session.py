@@ -10,13 +10,15 @@ virtual-time simulator.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from clock.estimator import ClockEstimate, EstimatorConfig, OffsetEstimator
 from clock.sample import Rejection, Sample, make_sample
 
 SEQ_MODULO = 2**32
+# How many of the latest round trips ``recent_rtt_ns`` looks at.
+RECENT_RTTS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,10 @@ class DeviceSession:
         self._burst_start = 0  # accepted count when the current burst began
         self._steps_seen = 0
         self.rejections: dict[Rejection, int] = {}
+        # Round trips of the latest answered pings, and when the latest answer came:
+        # what the organizer's safe lead time and laggard list are made of.
+        self._rtts_ns: deque[int] = deque(maxlen=RECENT_RTTS)
+        self.last_answer_ns: int | None = None
 
     def next_deadline(self, now_ns: int) -> int:
         """Server time at which ``poll`` should next be called."""
@@ -100,6 +106,8 @@ class DeviceSession:
             return self._reject(Rejection.UNKNOWN_PING)
         if t0_ns // 1000 != t0_us:
             return self._reject(Rejection.ECHO_MISMATCH)
+        self._rtts_ns.append(now_ns - t0_ns)
+        self.last_answer_ns = now_ns
         sample = make_sample(t0_ns, t1_device_ns, t2_device_ns, now_ns)
         if isinstance(sample, Rejection):
             return self._reject(sample)
@@ -108,6 +116,10 @@ class DeviceSession:
             return self._reject(rejected)
         self._accepted += 1
         return sample
+
+    def recent_rtt_ns(self) -> int | None:
+        """The longest of the latest few round trips (server time), or None before any answer."""
+        return max(self._rtts_ns) if self._rtts_ns else None
 
     def estimate(self, now_ns: int) -> ClockEstimate | None:
         """The current estimate of this device's offset, or None before any sample."""
