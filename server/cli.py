@@ -147,7 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     p_prepare = sub.add_parser("prepare", help="cut a show's tracks into segments phones can stream (serve does it too)")
     p_prepare.add_argument("show", type=Path, help="the show file (TOML)")
     p_prepare.add_argument("--data-dir", type=Path, default=Path("var"), help="where segments are kept (default: ./var)")
+    from server.commands import add_commands, run_command
+
+    add_commands(sub)
     args = parser.parse_args(argv)
+    rc = run_command(args)
+    if rc is not None:
+        return rc
     if args.command == "check":
         return check(args.show, args.tracks)
     if args.command == "prepare":
