@@ -218,6 +218,12 @@ def _check(spec: Field, value: Any) -> str | None:
             if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= spec.high:
                 return "a map with a bad count"
         return None
+    if kind == "map":
+        if not isinstance(value, dict):
+            return _kind(value)
+        if len(value) > MAX_COUNTS_ENTRIES:
+            return f"a map of {len(value)} entries"
+        return None if all(isinstance(key, str) for key in value) else "a map with a non-string key"
     if kind in ("ints", "records"):
         if not isinstance(value, list):
             return _kind(value)

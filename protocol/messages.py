@@ -38,7 +38,9 @@ class Field:
     "counts" (a map of short strings to non-negative ints), "ints" (an array of
     at most ``max_items`` ints, each in ``low``..``high``; a tuple in Python) or
     "records" (an array of at most ``max_items`` maps, each holding exactly the
-    fields of ``record.SCHEMA``; a tuple of ``record`` instances in Python).
+    fields of ``record.SCHEMA``; a tuple of ``record`` instances in Python) or
+    "map" (a map with string keys holding a document whose shape is described
+    elsewhere: the organizer's status, see ``server/openapi.py``).
     ``optional`` allows nil. For numbers, ``low``/``high`` are inclusive bounds;
     for strings, ``high`` is the maximum length in characters and ``pattern`` a
     full match.
@@ -71,6 +73,8 @@ class Field:
         elif self.kind == "records":
             name = self.record.__name__.lower() if self.record is not None else "record"
             text = f"array of at most {self.max_items} {name} maps"
+        elif self.kind == "map":
+            text = "map with string keys"
         else:
             text = "boolean"
         return text + (" or nil" if self.optional else "")
@@ -348,11 +352,17 @@ MAX_LEAD_MS = 86_400_000
 
 @dataclass(frozen=True)
 class Start(Message):
-    """Start the show ``lead_ms`` milliseconds after the server receives this."""
+    """Start the show ``lead_ms`` milliseconds after the server receives this.
+
+    The server refuses a lead shorter than its safe minimum (``too_soon``) and,
+    unless ``confirm`` is true, a start while too few devices are ready
+    (``not_ready``).
+    """
 
     TYPE: ClassVar[str] = "start"
     lead_ms: int
-    SCHEMA: ClassVar[tuple[Field, ...]] = (_int("lead_ms", MIN_LEAD_MS, MAX_LEAD_MS),)
+    confirm: bool = False
+    SCHEMA: ClassVar[tuple[Field, ...]] = (_int("lead_ms", MIN_LEAD_MS, MAX_LEAD_MS), Field("confirm", "bool"))
 
 
 @dataclass(frozen=True)
@@ -377,7 +387,12 @@ class Announce(Message):
 
 @dataclass(frozen=True)
 class Overview(Message):
-    """What the organizer sees, sent on every change and at least once a second."""
+    """What the organizer sees, sent on every change and at least once a second.
+
+    ``status``: the full status document, as ``GET /api/status`` returns it
+    (its shape is the OpenAPI document's ``Status`` schema, served at
+    ``/api/openapi.json``); nil from servers that do not send it.
+    """
 
     TYPE: ClassVar[str] = "overview"
     epoch: int
@@ -389,6 +404,7 @@ class Overview(Message):
     loaded: int
     unlocked: int
     synced: int
+    status: Mapping[str, Any] | None = None
     SCHEMA: ClassVar[tuple[Field, ...]] = (
         _int("epoch", 0),
         Field("state", "enum", choices=SHOW_STATES),
@@ -399,6 +415,7 @@ class Overview(Message):
         _int("loaded", 0),
         _int("unlocked", 0),
         _int("synced", 0),
+        Field("status", "map", optional=True),
     )
 
 

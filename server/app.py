@@ -9,15 +9,22 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from server import api
+from server.auth import Gate
 from server.config import WEB_ROOT, ServerConfig
 from server.hub import Hub, ShowSpec
+from server.metrics import LoopLagMonitor, Metrics
 from server.organizer import organizer_ws
 from server.participants import participant_ws
 from server.prepare import segment_files
+from server.store import SqliteStore, Store
 
 log = logging.getLogger("unisono.app")
 
 HUB = web.AppKey("hub", Hub)
+# The wrong-token slowdown, shared by the organizer websocket and the HTTP API.
+GATE = web.AppKey("gate", Gate)
+METRICS = web.AppKey("metrics", Metrics)
 
 # Track files never change under the same name (generated or prepared once),
 # so phones may keep them; pages change with releases and are revalidated.
@@ -46,11 +53,22 @@ def load_or_create_token(config: ServerConfig) -> str:
     return token
 
 
-def make_app(config: ServerConfig, show: ShowSpec, token: str | None = None) -> web.Application:
-    """The whole server as an aiohttp application, ready for ``web.AppRunner``."""
+def make_app(config: ServerConfig, show: ShowSpec, token: str | None = None, store: Store | None = None) -> web.Application:
+    """The whole server as an aiohttp application, ready for ``web.AppRunner``.
+
+    ``store``: where the show's state, assignments and event log are kept
+    (default: the SQLite file in the data dir, ``config.state_path``).
+    """
     app = web.Application()
-    hub = Hub(config, show, token or load_or_create_token(config))
+    store = store if store is not None else SqliteStore(config.state_path)
+    hub = Hub(config, show, token or load_or_create_token(config), store=store)
     app[HUB] = hub
+    app[GATE] = Gate()
+    loop_lag = LoopLagMonitor()
+    hub.loop_lag_ms = loop_lag.p99_ms
+    metrics = app[METRICS] = Metrics(
+        fleet=lambda: hub.fleet(keep_bounds=True), show_state=lambda: hub.show.state, loop_lag=loop_lag
+    )
     tracks = {path.name: path for path in show.tracks.values()}
     tracks.update(segment_files(show.tracks.values()))  # a prepared track's manifest names its segments
 
@@ -71,13 +89,13 @@ def make_app(config: ServerConfig, show: ShowSpec, token: str | None = None) -> 
         return web.Response(text="ok")
 
     async def run_hub(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(hub.run())
+        hub.log_event("server", "server_start", f"show {show.title!r}, {hub.show.state} (epoch {hub.show.snapshot.epoch})")
+        tasks = [asyncio.create_task(hub.run()), asyncio.create_task(loop_lag.run())]
         yield
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        hub.store.close()
 
     app.cleanup_ctx.append(run_hub)
     app.on_shutdown.append(_close_all)
@@ -88,6 +106,8 @@ def make_app(config: ServerConfig, show: ShowSpec, token: str | None = None) -> 
     app.router.add_get("/tracks/{name}", track)
     app.router.add_get("/sw.js", service_worker)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics.handler)
+    api.add_routes(app)
     app.router.add_static("/", WEB_ROOT, append_version=False)
     return app
 

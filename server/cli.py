@@ -15,6 +15,7 @@ from aiohttp import web
 from server.app import HUB, load_or_create_token, make_app
 from server.config import ConfigError, ServerConfig
 from server.hub import ShowSpec
+from server.logs import FORMATS, configure_logging
 from server.showfile import ShowFile, ShowFileInvalid, load_show
 
 DEMO_SHOW_PATH = Path(__file__).with_name("demo_show.toml")
@@ -120,10 +121,12 @@ async def serve(config: ServerConfig, show: ShowSpec, ready: asyncio.Event | Non
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else config.port
     host = lan_address() if config.host in ("0.0.0.0", "::", "") else config.host
-    token = app[HUB].token
+    hub = app[HUB]
+    if not hub.join_url:
+        hub.join_url = f"http://{host}:{port}/"
     print(f"Unisono is serving {show.title!r} ({len(show.tracks)} groups)", flush=True)
-    print(f"  participants: http://{host}:{port}/", flush=True)
-    print(f"  organizer:    http://{host}:{port}/organizer.html?token={token}", flush=True)
+    print(f"  participants: {hub.join_url}", flush=True)
+    print(f"  organizer:    http://{host}:{port}/organizer.html?token={hub.token}", flush=True)
     if ready is not None:
         ready.set()
     try:
@@ -141,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--port", type=int, default=8080, help="TCP port (default: 8080)")
     p_serve.add_argument("--data-dir", type=Path, default=Path("var"), help="state and generated files (default: ./var)")
     p_serve.add_argument("-v", "--verbose", action="store_true", help="log every join and sample rejection")
+    p_serve.add_argument("--log-format", choices=FORMATS, default="text", help="log lines as text or one JSON object a line (default: text)")
+    p_serve.add_argument("--public-url", default=None, help="the URL participants open, if not this server's address (behind a proxy): printed and in the QR code")
+    p_serve.add_argument("--ready-share", type=float, default=0.8, help="a start with fewer ready devices than this share asks for confirmation (default: 0.8)")
     p_check = sub.add_parser("check", help="validate a show file and list every error")
     p_check.add_argument("show", type=Path, help="the show file (TOML)")
     p_check.add_argument("--tracks", type=Path, default=None, help="folder the tracks are in (default: the show file's)")
@@ -159,12 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "prepare":
         return prepare(args.show, args.data_dir)
 
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_format, logging.DEBUG if args.verbose else logging.INFO)
     try:
-        config = ServerConfig(host=args.host, port=args.port, data_dir=args.data_dir)
+        config = ServerConfig(
+            host=args.host, port=args.port, data_dir=args.data_dir, public_url=args.public_url, ready_share_min=args.ready_share
+        )
     except ConfigError as exc:
         print(f"unisono: invalid option: {exc}", file=sys.stderr)
         return 2

@@ -36,6 +36,12 @@ class ServerConfig:
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     # Fixed organizer token (tests); None: read or create <data_dir>/organizer-token.
     organizer_token: str | None = None
+    # A start when fewer than this share of the connected devices are ready
+    # (downloaded, audio unlocked, bound <= synced_bound_us) needs confirming.
+    ready_share_min: float = 0.8
+    # The URL participants open, as printed and put in the QR code (behind a
+    # proxy or a public name); None: this server's own address.
+    public_url: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -44,10 +50,19 @@ class ServerConfig:
             raise ConfigError(f"send_queue_limit: expected at least 4, found {self.send_queue_limit}")
         if not self.overview_interval_s > 0:
             raise ConfigError(f"overview_interval_s: expected > 0, found {self.overview_interval_s}")
+        if not 0 <= self.ready_share_min <= 1:
+            raise ConfigError(f"ready_share_min: expected 0..1, found {self.ready_share_min}")
+        if self.public_url is not None and not self.public_url.startswith(("http://", "https://")):
+            raise ConfigError(f"public_url: expected an http:// or https:// URL, found {self.public_url!r}")
         if self.organizer_token is not None and len(self.organizer_token) < 16:
             raise ConfigError("organizer_token: expected at least 16 characters")
 
     @property
     def token_path(self) -> Path:
         return self.data_dir / "organizer-token"
+
+    @property
+    def state_path(self) -> Path:
+        """The SQLite file that keeps the show's state, assignments and event log."""
+        return self.data_dir / "unisono.sqlite3"
 

@@ -163,7 +163,7 @@ def summarize(
 
 
 def _laggard(
-    device: DeviceView, bound_ns: int | None, rtt_ns: int | None, silent_ns: int | None, synced: bool, downloaded: bool
+    device: DeviceView, bound_ns: float | None, rtt_ns: int | None, silent_ns: int | None, synced: bool, downloaded: bool
 ) -> Laggard:
     """Why ``device`` is not ready, worst reasons first, and how bad that is (for sorting)."""
     bound_ms = None if bound_ns is None else round(bound_ns / 1e6, 2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +23,12 @@ from protocol import encode
 from protocol.errors import CLOSE_POLICY_VIOLATION
 from protocol.messages import Announcement, Overview, Ready, Show
 from server.config import ServerConfig
+from server.fleet import Fleet, summarize
 from server.groups import GroupAssigner
 from server.showfile import ShowCue, ShowFile
-from server.show import ShowMachine, ShowSnapshot
+from server.show import TRANSITIONS, InvalidTransition, ShowMachine, ShowSnapshot
+from server.status import local_time, status_document
+from server.store import RECENT_EVENTS, Event, MemoryShowStore, Store, StoredShow, show_key
 
 log = logging.getLogger("unisono.hub")
 
@@ -32,10 +36,27 @@ log = logging.getLogger("unisono.hub")
 # this: a join storm must not become an overview storm.
 OVERVIEW_MIN_INTERVAL_NS = 100_000_000
 
+# How long a fleet summary is reused (see Hub.fleet).
+FLEET_CACHE_NS = 250_000_000
+
 # An item in an outbox: bytes to send, or a function called right before the
 # send that returns the bytes (or None to send nothing). Pings use the latter
 # so their t0 is stamped as late as possible.
 OutItem = bytes | Callable[[], bytes | None]
+
+
+class CommandRefused(Exception):
+    """An organizer command refused for safety; ``code`` is the wire/API error code.
+
+    too_soon: the start leaves less than the safe lead time; not_ready: too few
+    devices are ready and the command did not confirm; invalid_state: the
+    show's state does not allow it.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 class ServerClock:
@@ -102,10 +123,12 @@ class Outbox:
     full, the connection is closed as too slow.
     """
 
-    def __init__(self, ws: web.WebSocketResponse, limit: int) -> None:
+    def __init__(self, ws: web.WebSocketResponse, limit: int, on_sent: Callable[[int], None] | None = None) -> None:
         self.ws = ws
         self.queue: asyncio.Queue[OutItem] = asyncio.Queue(maxsize=limit)
         self.overflowed = False
+        # Called with 1 after each frame sent (the metrics' message counter).
+        self.on_sent = on_sent
 
     def put(self, item: OutItem) -> None:
         if self.overflowed:
@@ -123,6 +146,8 @@ class Outbox:
         data = item() if callable(item) else item
         if data is not None:
             await self.ws.send_bytes(data)
+            if self.on_sent is not None:
+                self.on_sent(1)
 
 
 @dataclass(eq=False)
@@ -153,14 +178,30 @@ class Device:
 class Hub:
     """Connected devices and organizers, and the show they follow."""
 
-    def __init__(self, config: ServerConfig, show: ShowSpec, token: str, clock: ServerClock | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        show: ShowSpec,
+        token: str,
+        clock: ServerClock | None = None,
+        store: Store | None = None,
+    ) -> None:
         self.config = config
         self.show_spec = show
         self.token = token
         self.clock = clock or ServerClock()
-        self.show = ShowMachine(show.duration_ns)
-        self.groups = GroupAssigner(show.groups, weights=show.weights)
+        self.store: Store = store if store is not None else MemoryShowStore()
+        self._show_key = show_key(show.title, show.groups, show.duration_ns)
+        self.show = ShowMachine(show.duration_ns, self._restore())
+        self.groups = GroupAssigner(show.groups, weights=show.weights, store=self.store.assignments)
+        self.events: deque[Event] = deque(self.store.recent_events(RECENT_EVENTS), maxlen=RECENT_EVENTS)
         self.devices: set[Device] = set()
+        self._fleet_cache: tuple[int, bool, Fleet] | None = None
+        # The URL participants open (for the status and the QR code): the
+        # configured public URL, else set by whoever knows the listening address.
+        self.join_url = config.public_url or ""
+        # The event loop's recent p99 lag in ms; the app plugs in its monitor.
+        self.loop_lag_ms: Callable[[], float] = lambda: 0.0
         # The organizer's latest announcement, encoded: sent again to every device that joins.
         self.announcement: bytes | None = None
         self._show_frames: dict[tuple[str, str], bytes] = {}
@@ -171,17 +212,102 @@ class Hub:
 
     # --- show ---------------------------------------------------------------
 
-    def start_show(self, start_ns: int) -> ShowSnapshot:
-        """Schedule the show; raises InvalidTransition. Tells everyone."""
-        snapshot = self.show.start(start_ns)
-        log.info("show scheduled: epoch %d, start at server time %d ns", snapshot.epoch, start_ns)
-        self._announce(snapshot)
+    def _restore(self) -> ShowSnapshot | None:
+        """The stored show state, if it is this show's; a different show starts idle at a later epoch."""
+        stored = self.store.load_show()
+        if stored is None:
+            return None
+        if stored.show_key == self._show_key:
+            log.info("show state restored: %s (epoch %d)", stored.snapshot.state, stored.snapshot.epoch)
+            return stored.snapshot
+        # Epochs only grow, so pages still holding the old show's schedule drop it.
+        log.info("the show file changed since the last run: starting idle")
+        return ShowSnapshot(epoch=stored.snapshot.epoch + 1, state="idle", start_ns=None)
+
+    def log_event(self, who: str, action: str, detail: str = "") -> Event:
+        """Add a line to the event log (stored, and shown on the console)."""
+        event = Event(at_us=self.clock.now_ns() // 1000, who=who, action=action, detail=detail)
+        self.store.log_event(event)
+        self.events.append(event)
+        log.info("event: %s %s %s", who, action, detail, extra={"who": who, "action": action, "detail": detail})
+        self.changed()
+        return event
+
+    def fleet(self, keep_bounds: bool = False) -> Fleet:
+        """The connected devices summarized (funnel, bounds, laggards, safe lead), at most 250 ms old.
+
+        A summary asks every device's estimator for its bound: with thousands
+        of devices that is worth sharing between the overview, the API and /metrics.
+        """
+        now_ns = self.clock.now_ns()
+        cached = self._fleet_cache
+        if cached is not None and now_ns - cached[0] < FLEET_CACHE_NS and (cached[1] or not keep_bounds):
+            return cached[2]
+        fleet = summarize(
+            self.devices, now_ns, self.show_spec.groups, self.config.synced_bound_us * 1000, keep_bounds=keep_bounds
+        )
+        self._fleet_cache = (now_ns, keep_bounds, fleet)
+        return fleet
+
+    def check_start(self, start_ns: int, confirm: bool, issued_ns: int | None = None) -> Fleet:
+        """Raise CommandRefused unless a start at server time ``start_ns`` is safe (or confirmed).
+
+        ``issued_ns``: when the command arrived (default: now); the lead counts from there.
+        """
+        fleet = self.fleet()
+        lead_ms = (start_ns - (self.clock.now_ns() if issued_ns is None else issued_ns)) / 1e6
+        if lead_ms < fleet.lead_min_ms:
+            when = "in the past" if lead_ms < 0 else f"only {lead_ms / 1000:.1f} s ahead"
+            raise CommandRefused(
+                "too_soon",
+                f"the start is {when}: the slowest connected device needs {fleet.lead_min_ms / 1000:.1f} s "
+                "to get the schedule; start later",
+            )
+        share = fleet.ready_share
+        if share < self.config.ready_share_min and not confirm:
+            raise CommandRefused(
+                "not_ready",
+                f"only {fleet.funnel.ready} of {fleet.devices} devices are ready ({share:.0%}, "
+                f"below {self.config.ready_share_min:.0%}): confirm to start anyway",
+            )
+        return fleet
+
+    def start_show(
+        self, start_ns: int, who: str = "server", confirm: bool = True, issued_ns: int | None = None
+    ) -> ShowSnapshot:
+        """Schedule the show at server time ``start_ns``; tells everyone.
+
+        Raises InvalidTransition, or CommandRefused when the start is too soon
+        or, unless ``confirm``, too few devices are ready.
+        """
+        if (self.show.state, "start") not in TRANSITIONS:
+            raise InvalidTransition("start", self.show.state)
+        self.check_start(start_ns, confirm, issued_ns)
+        snapshot = self._commit(self.show.start(start_ns))
+        self.log_event(who, "start", f"epoch {snapshot.epoch}, start at {local_time(start_ns)}")
         return snapshot
 
-    def abort_show(self) -> ShowSnapshot:
+    def reschedule_show(
+        self, start_ns: int, who: str = "server", confirm: bool = True, issued_ns: int | None = None
+    ) -> ShowSnapshot:
+        """Move the scheduled start to ``start_ns``; raises like ``start_show``."""
+        if (self.show.state, "reschedule") not in TRANSITIONS:
+            raise InvalidTransition("reschedule", self.show.state)
+        self.check_start(start_ns, confirm, issued_ns)
+        snapshot = self._commit(self.show.reschedule(start_ns))
+        self.log_event(who, "reschedule", f"epoch {snapshot.epoch}, start at {local_time(start_ns)}")
+        return snapshot
+
+    def abort_show(self, who: str = "server") -> ShowSnapshot:
         """Abort the show; raises InvalidTransition. Tells everyone."""
-        snapshot = self.show.abort()
-        log.info("show aborted: epoch %d", snapshot.epoch)
+        snapshot = self._commit(self.show.abort())
+        self.log_event(who, "abort", f"epoch {snapshot.epoch}")
+        return snapshot
+
+    def _commit(self, snapshot: ShowSnapshot) -> ShowSnapshot:
+        """Store the new state first, then tell every device: a restart never forgets a sent schedule."""
+        self.store.save_show(StoredShow(snapshot, self._show_key))
+        log.info("show is %s (epoch %d, start %s)", snapshot.state, snapshot.epoch, snapshot.start_ns)
         self._announce(snapshot)
         return snapshot
 
@@ -192,14 +318,14 @@ class Hub:
             frame = self._show_frames[(group, lang)] = encode(self.show_spec.show_message(group, lang))
         return frame
 
-    def announce(self, text: str) -> Announcement:
+    def announce(self, text: str, who: str = "server") -> Announcement:
         """Send the organizer's ``text`` to every device now, and to every later joiner."""
         message = Announcement(text=text, at_us=self.clock.now_ns() // 1000)
         data = encode(message)
         self.announcement = data
         for device in self.devices:
             device.outbox.put(data)
-        log.info("announcement sent to %d devices", len(self.devices))
+        self.log_event(who, "announce", f"to {len(self.devices)} devices: {text}")
         return message
 
     def _announce(self, snapshot: ShowSnapshot) -> None:
@@ -222,27 +348,30 @@ class Hub:
         """Something organizers see has changed: send an overview soon."""
         self._wake.set()
 
+    def clock_health(self) -> dict[str, float | str | None]:
+        """The server clock's health as the status shows it."""
+        return {"loop_lag_ms": round(self.loop_lag_ms(), 3), "upstream_offset_ms": None, "upstream": None}
+
+    def status(self, join_url: str | None = None) -> dict[str, object]:
+        """The status document (``GET /api/status``, ``overview.status``)."""
+        now_ns = self.clock.now_ns()
+        return status_document(self, self.fleet(), now_ns, join_url or self.join_url)
+
     def overview(self) -> Overview:
         now_ns = self.clock.now_ns()
         snap = self.show.snapshot
-        groups = {g: 0 for g in self.show_spec.groups}
-        synced = 0
-        limit_ns = self.config.synced_bound_us * 1000
-        for device in self.devices:
-            groups[device.group] = groups.get(device.group, 0) + 1
-            estimate = device.session.estimate(now_ns)
-            if estimate is not None and estimate.bound_ns <= limit_ns:
-                synced += 1
+        fleet = self.fleet()
         return Overview(
             epoch=snap.epoch,
             state=snap.state,
             start_us=None if snap.start_ns is None else snap.start_ns // 1000,
             server_us=now_ns // 1000,
-            devices=len(self.devices),
-            groups=groups,
+            devices=fleet.devices,
+            groups={name: counts.connected for name, counts in fleet.groups.items()},
             loaded=sum(d.loaded for d in self.devices),
-            unlocked=sum(d.unlocked for d in self.devices),
-            synced=synced,
+            unlocked=fleet.funnel.unlocked,
+            synced=fleet.funnel.synced,
+            status=status_document(self, fleet, now_ns, self.join_url),
         )
 
     async def run(self) -> None:
@@ -260,8 +389,8 @@ class Hub:
         """One pass: apply due transitions, send a due overview, wait for the next event."""
         now = self.clock.now_ns()
         for snapshot in self.show.advance(now):
-            log.info("show is %s (epoch %d)", snapshot.state, snapshot.epoch)
-            self._announce(snapshot)
+            self._commit(snapshot)
+            self.log_event("server", snapshot.state, f"epoch {snapshot.epoch}")
         woken = self._wake.is_set() and now >= self._last_overview_ns + OVERVIEW_MIN_INTERVAL_NS
         if woken or now >= self._last_overview_ns + self._overview_interval_ns:
             self._wake.clear()

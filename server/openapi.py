@@ -106,6 +106,7 @@ _STATUS = {
             },
         },
         "join_url": {"type": "string", "description": "The URL participants open (and the QR code holds)."},
+        "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}, "description": "The event log's latest lines."},
     },
 }
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 
 from aiohttp import web
@@ -11,23 +10,20 @@ from aiohttp import web
 from protocol import MAX_ORGANIZER_MESSAGE, PROTOCOL_VERSION, decode, encode
 from protocol.errors import NotAuthorized, UnexpectedMessage, UnsupportedVersion
 from protocol.messages import ORGANIZER_TO_SERVER, Abort, Announce, Error, Hello, Start
+from server.auth import Gate
 from server.connection import HEARTBEAT_S, TRANSPORT_MAX_FRAME, close_for, drain, frames
-from server.hub import Hub, Outbox
+from server.hub import CommandRefused, Hub, Outbox
 from server.show import InvalidTransition
 
 log = logging.getLogger("unisono.organizer")
 
 
-def token_matches(given: str, expected: str) -> bool:
-    """Constant-time comparison, so the time taken tells nothing about the token."""
-    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
-
-
 async def organizer_ws(request: web.Request) -> web.WebSocketResponse:
     """Serve one organizer console until it leaves."""
-    from server.app import HUB
+    from server.app import GATE, HUB, METRICS
 
     hub: Hub = request.app[HUB]
+    who = f"organizer socket {request.remote}"
     ws = web.WebSocketResponse(max_msg_size=TRANSPORT_MAX_FRAME, heartbeat=HEARTBEAT_S)
     await ws.prepare(request)
     outbox: Outbox | None = None
@@ -35,9 +31,12 @@ async def organizer_ws(request: web.Request) -> web.WebSocketResponse:
     try:
         async for data, received_ns in frames(ws, hub.clock.now_ns):
             message = decode(data, ORGANIZER_TO_SERVER, MAX_ORGANIZER_MESSAGE)
+            request.app[METRICS].count_received(message.TYPE)
             if outbox is None:
-                _authenticate(hub, message)
-                outbox = Outbox(ws, hub.config.send_queue_limit)
+                await _authenticate(hub, request.app[GATE], request.remote or "", message)
+                if not hub.join_url:
+                    hub.join_url = f"{request.scheme}://{request.host}/"
+                outbox = Outbox(ws, hub.config.send_queue_limit, request.app[METRICS].count_sent)
                 writer = asyncio.create_task(drain(outbox))
                 outbox.put(encode(hub.overview()))
                 hub.organizers.add(outbox)
@@ -45,15 +44,18 @@ async def organizer_ws(request: web.Request) -> web.WebSocketResponse:
                 continue
             try:
                 if isinstance(message, Start):
-                    hub.start_show(received_ns + message.lead_ms * 1_000_000)
+                    start_ns = received_ns + message.lead_ms * 1_000_000
+                    hub.start_show(start_ns, who, confirm=message.confirm, issued_ns=received_ns)
                 elif isinstance(message, Abort):
-                    hub.abort_show()
+                    hub.abort_show(who)
                 elif isinstance(message, Announce):
-                    hub.announce(message.text)
+                    hub.announce(message.text, who)
                 else:
                     raise UnexpectedMessage(f"expected start, abort or announce, found a second {message.TYPE}")
             except InvalidTransition as exc:
                 outbox.put(encode(Error(code="invalid_state", message=str(exc))))
+            except CommandRefused as exc:
+                outbox.put(encode(Error(code=exc.code, message=exc.message[:500])))
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -68,12 +70,12 @@ async def organizer_ws(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-def _authenticate(hub: Hub, message: object) -> None:
+async def _authenticate(hub: Hub, gate: Gate, address: str, message: object) -> None:
     if not isinstance(message, Hello):
         found = getattr(message, "TYPE", "something else")
         raise UnexpectedMessage(f"expected hello first, found {found}")
     if message.v != PROTOCOL_VERSION:
         raise UnsupportedVersion(message.v, PROTOCOL_VERSION)
-    if not token_matches(message.token, hub.token):
+    if not await gate.admit(address, message.token, hub.token):
         log.warning("organizer connection refused: invalid token")
         raise NotAuthorized("invalid organizer token")

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import math
 import secrets
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -40,9 +41,10 @@ def estimate_message(estimate: ClockEstimate) -> Estimate:
 
 async def participant_ws(request: web.Request) -> web.WebSocketResponse:
     """Serve one participant until it leaves."""
-    from server.app import HUB
+    from server.app import HUB, METRICS
 
     hub: Hub = request.app[HUB]
+    metrics = request.app[METRICS]
     ws = web.WebSocketResponse(max_msg_size=TRANSPORT_MAX_FRAME, heartbeat=HEARTBEAT_S)
     await ws.prepare(request)
     device: Device | None = None
@@ -50,8 +52,9 @@ async def participant_ws(request: web.Request) -> web.WebSocketResponse:
     try:
         async for data, received_ns in frames(ws, hub.clock.now_ns):
             message = decode(data, PARTICIPANT_TO_SERVER, MAX_PARTICIPANT_MESSAGE)
+            metrics.count_received(message.TYPE)
             if device is None:
-                device = _join(hub, ws, message)
+                device = _join(hub, ws, message, metrics.count_sent)
                 writer = asyncio.create_task(drain(device.outbox, _pinger(hub, device)))
             elif isinstance(message, Pong):
                 _receive_pong(hub, device, message, received_ns)
@@ -74,7 +77,7 @@ async def participant_ws(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-def _join(hub: Hub, ws: web.WebSocketResponse, message: object) -> Device:
+def _join(hub: Hub, ws: web.WebSocketResponse, message: object, on_sent: Callable[[int], None] | None = None) -> Device:
     if not isinstance(message, Join):
         found = getattr(message, "TYPE", "something else")
         raise UnexpectedMessage(f"expected join first, found {found}")
@@ -84,7 +87,7 @@ def _join(hub: Hub, ws: web.WebSocketResponse, message: object) -> Device:
     device_id = message.device_id or secrets.token_urlsafe(16)
     group = hub.groups.assign(device_id)
     session = DeviceSession(hub.config.polling, hub.config.estimator)
-    device = Device(device_id, group, session, Outbox(ws, hub.config.send_queue_limit))
+    device = Device(device_id, group, session, Outbox(ws, hub.config.send_queue_limit, on_sent))
     spec = hub.show_spec
     device.outbox.put(
         encode(

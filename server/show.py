@@ -16,6 +16,7 @@ from protocol.messages import Schedule, ShowState
 TRANSITIONS: dict[tuple[ShowState, str], ShowState] = {
     ("idle", "start"): "scheduled",
     ("ended", "start"): "scheduled",
+    ("scheduled", "reschedule"): "scheduled",
     ("scheduled", "abort"): "idle",
     ("playing", "abort"): "idle",
     ("scheduled", "reach_start"): "playing",
@@ -27,7 +28,10 @@ class InvalidTransition(Exception):
     """An organizer command that the show's current state does not allow."""
 
     def __init__(self, event: str, state: ShowState) -> None:
-        hint = {"scheduled": "; abort first", "playing": "; abort first"}.get(state, "")
+        if event == "reschedule":
+            hint = "; only a scheduled start can be moved" + ("" if state == "playing" else ", use start")
+        else:
+            hint = {"scheduled": "; abort first, or reschedule", "playing": "; abort first"}.get(state, "")
         super().__init__(f"cannot {event}: the show is {state}{hint}")
         self.event = event
         self.state = state
@@ -67,6 +71,10 @@ class ShowMachine:
     def start(self, start_ns: int) -> ShowSnapshot:
         """Schedule position 0 at server time ``start_ns``. Raises InvalidTransition."""
         return self._apply("start", start_ns)
+
+    def reschedule(self, start_ns: int) -> ShowSnapshot:
+        """Move a scheduled start to server time ``start_ns``. Raises InvalidTransition unless scheduled."""
+        return self._apply("reschedule", start_ns)
 
     def abort(self) -> ShowSnapshot:
         """Back to idle. Raises InvalidTransition unless scheduled or playing."""

@@ -106,7 +106,7 @@ async def test_show_runs_through_playing_to_ended_and_abort_returns_to_idle(serv
             await organizer.overview(lambda o: o.state == "scheduled")
             await organizer.send(Start(lead_ms=5000))
             error = await organizer.error()
-            assert error == Error(code="invalid_state", message="cannot start: the show is scheduled; abort first")
+            assert error == Error(code="invalid_state", message="cannot start: the show is scheduled; abort first, or reschedule")
             await organizer.send(Abort())
             await organizer.overview(lambda o: o.state == "idle" and o.start_us is None)
         await wait_until(lambda: device.schedule is not None and device.schedule.state == "idle")

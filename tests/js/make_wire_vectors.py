@@ -29,7 +29,7 @@ FRAMES: list[tuple[str, bytes]] = [
     ("estimate zero floats", codec.encode(messages.Estimate(BIG_US, 0, 0.0, 0, 0.0))),
     ("schedule idle", codec.encode(messages.Schedule(0, "idle", None))),
     ("schedule playing", codec.encode(messages.Schedule(12, "playing", BIG_US))),
-    ("overview", codec.encode(messages.Overview(3, "scheduled", BIG_US, BIG_US - 9, 2, {"a": 1, "b": 1}, 2, 1, 0))),
+    ("overview", codec.encode(messages.Overview(3, "scheduled", BIG_US, BIG_US - 9, 2, {"a": 1, "b": 1}, 2, 1, 0, {"lead_min_ms": 1500, "laggards": [{"device": "abcdefgh", "bound_ms": 12.5}]}))),
     ("error", codec.encode(messages.Error("not_authorized", "invalid organizer token"))),
     ("join minimal", msgpack.packb({"type": "join", "v": 1})),
     ("join with lang", codec.encode(messages.Join(1, "dev_ABC-123", "page", "fr-CA"))),

@@ -26,13 +26,14 @@ const SAMPLES = {
   ping: { type: 'ping', seq: 0, t0_us: BIG_US },
   estimate: { type: 'estimate', at_us: BIG_US, offset_us: -123456789, rate_ppm: -12.25, bound_us: 800, bound_growth_ppm: 0.5 },
   schedule: { type: 'schedule', epoch: 3, state: 'scheduled', start_us: BIG_US + 5_000_000 },
-  error: { type: 'error', code: 'invalid_state', message: 'cannot start: the show is scheduled; abort first' },
+  error: { type: 'error', code: 'invalid_state', message: 'cannot start: the show is scheduled; abort first, or reschedule' },
   hello: { type: 'hello', v: 1, token: 'secret-token' },
-  start: { type: 'start', lead_ms: 5000 },
+  start: { type: 'start', lead_ms: 5000, confirm: true },
   abort: { type: 'abort' },
   overview: {
     type: 'overview', epoch: 7, state: 'playing', start_us: BIG_US, server_us: BIG_US + 1, devices: 350,
     groups: { a: 175, b: 175, empty: 0 }, loaded: 300, unlocked: 290, synced: 280,
+    status: { title: 'Show', funnel: { connected: 350, ready: 280 }, bounds: { edges_ms: [1, 2.5], counts: [3, 4, 5] } },
   },
 };
 

@@ -94,6 +94,11 @@ def field_values(spec: Field) -> st.SearchStrategy[Any]:
         # Up to 4 records keeps examples fast; the item limit has its own test.
         assert spec.record is not None
         base = st.lists(records_of(spec.record), max_size=4).map(tuple)
+    elif spec.kind == "map":
+        # A JSON-like document: string keys, scalars and nested lists or maps.
+        scalars = st.none() | st.booleans() | st.integers(-MAX_SAFE_INT, MAX_SAFE_INT) | _utf8_text(16)
+        document = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_utf8_text(8), inner, max_size=3), max_leaves=12)
+        base = st.dictionaries(_utf8_text(16), document, max_size=8)
     else:
         raise AssertionError(f"no strategy for field kind {spec.kind!r}")
     return st.none() | base if spec.optional else base

@@ -101,6 +101,7 @@ KIND_WORD = {
     "counts": "counts",
     "ints": "ints",
     "records": "records",
+    "map": "map",
 }
 
 

@@ -88,8 +88,8 @@ function float(name, low, high, optional = false) {
 function str(name, maxChars, { pattern = null, optional = false, fallback } = {}) {
   return { name, kind: 'str', low: 0, high: maxChars, optional, pattern, fallback };
 }
-function bool(name, optional = false) {
-  return { name, kind: 'bool', optional };
+function bool(name, optional = false, fallback = undefined) {
+  return { name, kind: 'bool', optional, fallback };
 }
 function showState(name) {
   return { name, kind: 'enum', choices: SHOW_STATES, optional: false };
@@ -138,13 +138,15 @@ export const SCHEMAS = Object.freeze({
   // organizer -> server; lead_ms bounds: at least a second for the schedule to
   // reach every phone, at most a day (messages.py MIN_LEAD_MS, MAX_LEAD_MS)
   hello: [int('v', 0, 65535), str('token', 256)],
-  start: [int('lead_ms', 1000, 86400000)],
+  start: [int('lead_ms', 1000, 86400000), bool('confirm', false, false)],
   abort: [],
   announce: [str('text', MAX_ANNOUNCEMENT_TEXT)],
   // server -> organizer
   overview: [
     int('epoch', 0), showState('state'), int('start_us', MIN_SAFE_INT, MAX_SAFE_INT, true), int('server_us'),
     int('devices', 0), { name: 'groups', kind: 'counts', optional: false }, int('loaded', 0), int('unlocked', 0), int('synced', 0),
+    // the status document of GET /api/status (server/openapi.py's Status schema)
+    { name: 'status', kind: 'map', optional: true },
   ],
 });
 
@@ -379,6 +381,11 @@ function check(spec, value) {
       }
       return null;
     }
+    case 'map': {
+      if (kind !== 'map') return kind;
+      const size = Object.keys(value).length;
+      return size > MAX_COUNTS_ENTRIES ? `a map of ${size} entries` : null;
+    }
     case 'ints':
     case 'records': {
       if (kind !== 'array') return kind;
@@ -427,6 +434,8 @@ function describe(spec) {
     text = `array of at most ${spec.maxItems} integers in [${formatG(spec.low)}, ${formatG(spec.high)}]`;
   } else if (spec.kind === 'records') {
     text = `array of at most ${spec.maxItems} ${spec.recordName} maps`;
+  } else if (spec.kind === 'map') {
+    text = 'map with string keys';
   } else {
     text = 'boolean';
   }

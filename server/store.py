@@ -1,0 +1,195 @@
+"""What outlives the server process: the show's state, group assignments, the event log.
+
+``SqliteStore`` is the embedded default (one file in the data dir, no extra
+service). Every change is committed before the server tells anyone about it,
+so a server killed at any instant restarts into a state no device has gone
+past: a schedule that was sent is a schedule that was stored.
+
+SQLite in WAL mode with ``synchronous=NORMAL`` loses no committed transaction
+when the process dies (only a power cut may lose the last ones); a commit is a
+few tens of microseconds, so the calls are made on the event loop directly.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from server.groups import AssignmentStore, MemoryStore
+from server.show import ShowSnapshot
+
+SCHEMA_VERSION = 1
+# Events kept in memory for the console's live log; the database keeps them all.
+RECENT_EVENTS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One line of the event log: who did what, when (server time, µs)."""
+
+    at_us: int
+    who: str
+    action: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredShow:
+    """The show's state as stored: its snapshot and which show it belongs to."""
+
+    snapshot: ShowSnapshot
+    show_key: str
+
+
+class Store(Protocol):
+    """Where the server keeps what must survive a restart."""
+
+    assignments: AssignmentStore
+
+    def load_show(self) -> StoredShow | None: ...
+
+    def save_show(self, stored: StoredShow) -> None: ...
+
+    def log_event(self, event: Event) -> None: ...
+
+    def recent_events(self, limit: int) -> list[Event]: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryShowStore:
+    """Everything in memory: for tests and throwaway servers; lost when the process ends."""
+
+    def __init__(self) -> None:
+        self.assignments: AssignmentStore = MemoryStore()
+        self._show: StoredShow | None = None
+        self._events: deque[Event] = deque(maxlen=RECENT_EVENTS * 10)
+
+    def load_show(self) -> StoredShow | None:
+        return self._show
+
+    def save_show(self, stored: StoredShow) -> None:
+        self._show = stored
+
+    def log_event(self, event: Event) -> None:
+        self._events.append(event)
+
+    def recent_events(self, limit: int) -> list[Event]:
+        return list(self._events)[-limit:] if limit > 0 else []
+
+    def close(self) -> None:
+        pass
+
+
+class _SqliteAssignments:
+    """Device id -> group, in the ``assignments`` table."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def get(self, device_id: str) -> str | None:
+        row = self._db.execute("SELECT grp FROM assignments WHERE device_id = ?", (device_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put(self, device_id: str, group: str) -> None:
+        self._db.execute(
+            "INSERT INTO assignments (device_id, grp) VALUES (?, ?) "
+            "ON CONFLICT (device_id) DO UPDATE SET grp = excluded.grp",
+            (device_id, group),
+        )
+
+    def items(self) -> Iterator[tuple[str, str]]:
+        return iter([(str(d), str(g)) for d, g in self._db.execute("SELECT device_id, grp FROM assignments")])
+
+
+class StoreError(RuntimeError):
+    """The state file cannot be used; the text says which file and why."""
+
+
+class SqliteStore:
+    """The embedded store: one SQLite file (``<data_dir>/unisono.sqlite3`` by default)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # Autocommit: each statement is its own transaction, committed when it returns.
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: cannot use the state file: {exc}") from exc
+        self.assignments: AssignmentStore = _SqliteAssignments(self._db)
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: written by a newer Unisono (schema {version}, this one knows {SCHEMA_VERSION})")
+        if version == SCHEMA_VERSION:
+            return
+        self._db.executescript(
+            """
+            BEGIN;
+            CREATE TABLE IF NOT EXISTS show_state (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                epoch INTEGER NOT NULL,
+                state TEXT NOT NULL,
+                start_ns INTEGER,
+                show_key TEXT NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS assignments (device_id TEXT PRIMARY KEY, grp TEXT NOT NULL) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS events (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                at_us INTEGER NOT NULL,
+                who TEXT NOT NULL,
+                action TEXT NOT NULL,
+                detail TEXT NOT NULL
+            );
+            PRAGMA user_version = 1;
+            COMMIT;
+            """
+        )
+
+    def load_show(self) -> StoredShow | None:
+        row = self._db.execute("SELECT epoch, state, start_ns, show_key FROM show_state WHERE id = 1").fetchone()
+        if row is None:
+            return None
+        epoch, state, start_ns, show_key = row
+        if state not in ("idle", "scheduled", "playing", "ended"):
+            raise StoreError(f"{self.path}: unknown show state {state!r}")
+        return StoredShow(ShowSnapshot(epoch=int(epoch), state=state, start_ns=start_ns), str(show_key))
+
+    def save_show(self, stored: StoredShow) -> None:
+        snap = stored.snapshot
+        self._db.execute(
+            "INSERT INTO show_state (id, epoch, state, start_ns, show_key) VALUES (1, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET epoch = excluded.epoch, state = excluded.state, "
+            "start_ns = excluded.start_ns, show_key = excluded.show_key",
+            (snap.epoch, snap.state, snap.start_ns, stored.show_key),
+        )
+
+    def log_event(self, event: Event) -> None:
+        self._db.execute(
+            "INSERT INTO events (at_us, who, action, detail) VALUES (?, ?, ?, ?)",
+            (event.at_us, event.who, event.action, event.detail),
+        )
+
+    def recent_events(self, limit: int) -> list[Event]:
+        rows = self._db.execute(
+            "SELECT at_us, who, action, detail FROM events ORDER BY id DESC LIMIT ?", (max(0, limit),)
+        ).fetchall()
+        return [Event(int(a), str(w), str(act), str(d)) for a, w, act, d in reversed(rows)]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def show_key(title: str, groups: tuple[str, ...], duration_ns: int) -> str:
+    """What identifies a show across restarts: a stored schedule only resumes for the same show."""
+    return json.dumps({"title": title, "groups": list(groups), "duration_ns": duration_ns}, sort_keys=True)
