@@ -168,7 +168,7 @@ def status_text(status: dict[str, Any], tz: tzinfo | None) -> str:
         lines.append(
             f"  start:  {local_time(start_us, tz, today)} ({_relative_s((start_us - server_us) / 1e6)})"
         )
-    lines.append(f"  server: {status.get('server_time')} ({status.get('timezone')})")
+    lines.append(f"  server: {status.get('server_time')}, timezone {status.get('timezone')}")
     share, share_min = float(status.get("ready_share", 0)), float(status.get("ready_share_min", 0))
     lines.append(
         f"  devices: {status.get('devices', 0)} connected, ready {share:.0%} "
@@ -210,6 +210,12 @@ def status_text(status: dict[str, Any], tz: tzinfo | None) -> str:
     lines += ["", f"clock: event loop lag p99 {_ms(clock.get('loop_lag_ms'))}, {upstream_text}"]
     lines.append(f"join:  {status.get('join_url')}")
     return "\n".join(lines)
+
+
+def server_url(text: str) -> str:
+    """The server's base URL from --server: 'http://' added when no scheme is given, no trailing slash."""
+    text = text.strip()
+    return (text if "://" in text else f"http://{text}").rstrip("/")
 
 
 def organizer_url(server: str, token: str) -> str:
@@ -297,8 +303,12 @@ def _api_error(url: str, exc: urllib.error.HTTPError) -> CommandError:
         payload = None
     if 400 <= exc.code < 500 and isinstance(payload, dict) and "message" in payload:
         return ApiError(exc.code, str(payload.get("error", "")), str(payload["message"]))
-    if exc.code == 404:
-        return ApiError(404, "not_found", f"{url} does not exist: is the server a Unisono server with the organizer API?")
+    if 400 <= exc.code < 500:
+        # An answer without the API's JSON error: some other server, or a
+        # Unisono server from before the organizer API.
+        return ApiError(
+            exc.code, "", f"{url} answered HTTP {exc.code} {exc.reason}: is --server a Unisono server with the organizer API?"
+        )
     detail = " ".join(text.split())[:300]
     return ApiError(exc.code, "", f"the server failed: HTTP {exc.code} {exc.reason}" + (f": {detail}" if detail else ""))
 
@@ -373,6 +383,7 @@ def run_command(args: argparse.Namespace) -> int | None:
     """Run an organizer command; its exit code, or None when ``args.command`` is not one of them."""
     if args.command not in COMMANDS:
         return None
+    args.server = server_url(args.server)
     try:
         return _dispatch(args)
     except CommandError as exc:

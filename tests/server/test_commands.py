@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import re
 import socket
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+import websockets
 
+from protocol import PROTOCOL_VERSION, decode, encode
+from protocol.messages import SERVER_TO_PARTICIPANT, Announcement, Join
 from server.cli import main
-from server.commands import organizer_url, parse_at, parse_duration_s, scheduled_text, start_body, status_text
+from server.commands import organizer_url, parse_at, parse_duration_s, scheduled_text, server_url, start_body, status_text
+from tests.conftest import RunningServer, scaled
 
 CET = timezone(timedelta(hours=1), "CET")
 # 2026-11-28 21:03:10 CET, a Saturday evening.
@@ -133,6 +141,7 @@ def test_status_text_shows_every_part() -> None:
     lines = status_text(status_example(), CET).splitlines()
     assert lines[0] == "Place du Marché: scheduled, epoch 2"
     assert "  start:  21:03:52 CET (in 42.0 s)" in lines
+    assert "  server: 2026-11-28T21:03:10.25+01:00, timezone Europe/Paris" in lines
     assert "  devices: 3 connected, ready 67% (a start without --yes needs 80%)" in lines
     assert "  shortest safe lead: 1.5 s" in lines
     assert lines[lines.index("group  connected  downloaded  unlocked  synced  ready") + 1 :][:3] == [
@@ -160,6 +169,12 @@ def test_status_text_idle_with_many_laggards() -> None:
     assert "dev00009" in text and "dev00010" not in text
     assert "  dev00000  red        -    -  not downloaded" in text.splitlines()
     assert "upstream pool.ntp.org offset -2.5 ms" in text
+
+
+def test_server_url() -> None:
+    """--server may leave out http:// and may end in a slash."""
+    assert server_url("192.0.2.1:8080") == "http://192.0.2.1:8080"
+    assert server_url("https://show.example/") == "https://show.example"
 
 
 def test_organizer_url() -> None:
@@ -238,3 +253,166 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
             main(argv)
         assert info.value.code == 2
     assert "argument --in: expected a duration like 10s" in capsys.readouterr().err
+
+
+# -- commands against a real server ---------------------------------------------------
+
+
+async def cli(server: RunningServer, *argv: str, token: str | None = None) -> int:
+    """`unisono ARGV --server ... --token ...` in a thread, while the server serves on this loop."""
+    return await asyncio.to_thread(main, [*argv, "--server", server.base_url, "--token", token or server.token])
+
+
+def show_state(server: RunningServer) -> str:
+    """The hub's show state now (a call, so that mypy does not narrow it across awaits)."""
+    return server.hub.show.state
+
+
+async def test_start_in_then_reschedule_then_abort(server: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """start --in 10s schedules the show 10 s ahead, reschedule moves it, abort returns to idle; each says so."""
+    assert await cli(server, "start", "--in", "10s") == 0
+    out = capsys.readouterr().out
+    assert re.fullmatch(r"Show scheduled: starts at \d\d:\d\d:\d\d( \S+)? \(in (9\.\d|10\.0) s\), epoch \d+\n", out), out
+    assert show_state(server) == "scheduled"
+    start_ns = server.hub.show.snapshot.start_ns
+    assert await cli(server, "reschedule", "--in", "1m") == 0
+    assert re.search(r"Show rescheduled: starts at .* \(in (59\.\d|60\.0) s\)", capsys.readouterr().out)
+    assert server.hub.show.snapshot.start_ns is not None and start_ns is not None
+    assert 49 < (server.hub.show.snapshot.start_ns - start_ns) / 1e9 < 51
+    assert await cli(server, "abort") == 0
+    assert capsys.readouterr().out.startswith("Show aborted: idle, epoch ")
+    assert show_state(server) == "idle"
+
+
+async def test_start_at_a_later_time_today(server: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """start --at HH:MM:SS schedules at that local time (sent with the local offset)."""
+    later = datetime.now().astimezone() + timedelta(seconds=30)
+    if later.date() != datetime.now().date():
+        pytest.skip("too close to midnight for a time of day later today")
+    assert await cli(server, "start", "--at", later.strftime("%H:%M:%S")) == 0
+    assert f"starts at {later.strftime('%H:%M:%S')}" in capsys.readouterr().out
+    assert server.hub.show.snapshot.start_ns is not None
+    assert abs(server.hub.show.snapshot.start_ns / 1e9 - later.replace(microsecond=0).timestamp()) < 0.001
+
+
+async def test_events_name_the_cli(server: RunningServer) -> None:
+    """The event log says the start came from the CLI (X-Unisono-Client: cli)."""
+    assert await cli(server, "start", "--in", "30s") == 0
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.base_url}/api/events", headers={"Authorization": f"Bearer {server.token}"}) as response:
+            events = (await response.json())["events"]
+    starts = [event for event in events if event["action"] == "start"]
+    assert starts and starts[-1]["who"].startswith("cli")
+
+
+async def test_abort_when_idle_says_why(server: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """Abort with nothing scheduled exits 1 with the server's invalid_state message."""
+    assert await cli(server, "abort") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("unisono abort: ") and "HTTP" not in err
+    assert "idle" in err
+
+
+async def test_status_table(server: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """status prints the title, the state, a row per group and the funnel; --json the raw answer."""
+    assert await cli(server, "status") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "Test show: idle, epoch 0" or lines[0].startswith("Test show: idle, epoch ")
+    assert any(line.startswith("red ") for line in lines) and any(line.startswith("blue ") for line in lines)
+    assert any(line.startswith("all ") for line in lines)
+    assert "error bounds" in lines
+    assert await cli(server, "status", "--json") == 0
+    status = json.loads(capsys.readouterr().out)
+    assert set(status["groups"]) == {"red", "blue"} and status["show"]["state"] == "idle"
+
+
+async def test_announce_joins_the_words(server: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """announce sends its words as one text to every device, and says to how many."""
+    async with websockets.connect(server.ws_url) as ws:
+        await ws.send(encode(Join(v=PROTOCOL_VERSION, device_id=None, client="cli-test")))
+        assert await cli(server, "announce", "Doors", "open", "at", "8") == 0
+        assert capsys.readouterr().out == "Announcement sent to 1 device.\n"
+        while True:
+            data = await asyncio.wait_for(ws.recv(), scaled(5))
+            assert isinstance(data, bytes)
+            message = decode(data, SERVER_TO_PARTICIPANT, 2**20)
+            if isinstance(message, Announcement):
+                break
+    assert message.text == "Doors open at 8"
+
+
+class Terminal(io.StringIO):
+    """Typed answers on a standard input that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_not_ready_needs_yes_or_an_answer(
+    server: RunningServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Too few devices ready: without a TTY start asks for --yes, --yes starts; on a TTY it asks, and starts on y only."""
+    async with websockets.connect(server.ws_url) as ws:
+        await ws.send(encode(Join(v=PROTOCOL_VERSION, device_id=None, client="cli-test")))
+        while not server.hub.devices:
+            await asyncio.sleep(0.01)
+        assert await cli(server, "start", "--in", "10s") == 1
+        err = capsys.readouterr().err
+        assert "run `unisono start` again with --yes to start anyway" in err
+        assert show_state(server) == "idle"
+        assert await cli(server, "start", "--in", "10s", "--yes") == 0
+        assert capsys.readouterr().out.startswith("Show scheduled: ")
+        assert show_state(server) == "scheduled"
+        assert await cli(server, "abort") == 0
+        capsys.readouterr()
+
+        monkeypatch.setattr("sys.stdin", Terminal("n\n"))
+        assert await cli(server, "start", "--in", "10s") == 1
+        out, err = capsys.readouterr()
+        assert out == "Start anyway? [y/N] " and err.endswith("unisono start: not started\n")
+        assert show_state(server) == "idle"
+        monkeypatch.setattr("sys.stdin", Terminal("y\n"))
+        assert await cli(server, "start", "--in", "10s") == 0
+        assert capsys.readouterr().out.startswith("Start anyway? [y/N] Show scheduled: ")
+        assert show_state(server) == "scheduled"
+
+
+async def test_wrong_token_says_what_to_do(server: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """A wrong token exits 1 saying to run `unisono token` on the server machine or pass --token."""
+    assert await cli(server, "status", token="wrong-token-0123456789") == 1
+    assert capsys.readouterr().err == (
+        "unisono status: the server refused the token: run `unisono token` on the server machine, or pass --token\n"
+    )
+
+
+async def test_too_soon_and_bad_text_show_the_servers_message(server: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 400 answer prints the server's own message (too long an announcement), exit 1."""
+    assert await cli(server, "announce", "x" * 501) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("unisono announce: ") and "HTTP" not in err
+
+
+async def test_a_server_without_the_api(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A web server that is not Unisono's API (plain 404, 500) gets the HTTP status and a hint, not a traceback."""
+    from aiohttp import web
+
+    async def broken(request: web.Request) -> web.Response:
+        return web.Response(status=500, text="Traceback: boom")
+
+    app = web.Application()
+    app.router.add_get("/api/status", broken)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        assert await asyncio.to_thread(main, ["abort", "--server", url, "--token", "t" * 20]) == 1
+        assert capsys.readouterr().err == (
+            f"unisono abort: {url}/api/abort answered HTTP 404 Not Found: "
+            "is --server a Unisono server with the organizer API?\n"
+        )
+        assert await asyncio.to_thread(main, ["status", "--server", url, "--token", "t" * 20]) == 1
+        assert capsys.readouterr().err == "unisono status: the server failed: HTTP 500 Internal Server Error: Traceback: boom\n"
+    finally:
+        await runner.cleanup()
