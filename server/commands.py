@@ -280,7 +280,8 @@ def _connection_error(server: str, reason: object) -> CommandError:
     if isinstance(reason, TimeoutError):
         return CommandError(
             f"the server at {server} did not answer within {REQUEST_TIMEOUT_S:g} s: "
-            "check that it runs and is reachable from here, or pass --server"
+            "check that it runs and is reachable from here, or pass --server "
+            "(after repeated wrong tokens it answers up to 5 s late: check --token too)"
         )
     text = getattr(reason, "strerror", None) or str(reason)
     return CommandError(f"cannot reach {server}: {text}: check --server and the network")
