@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from server import api
+from server import api, poster
 from server.auth import Gate
 from server.config import WEB_ROOT, ServerConfig
 from server.hub import Hub, ShowSpec
@@ -108,6 +108,7 @@ def make_app(config: ServerConfig, show: ShowSpec, token: str | None = None, sto
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics.handler)
     api.add_routes(app)
+    poster.add_routes(app)
     app.router.add_static("/", WEB_ROOT, append_version=False)
     return app
 
