@@ -46,7 +46,27 @@ async def open_organizer(browser: Browser, base_url: str, devices: int) -> Page:
     return organizer
 
 
-async def start_from_console(organizer: Page, lead_s: int) -> None:
-    """Press Start with a lead of ``lead_s`` seconds, as an organizer would."""
+# The console has answered a start: the show is scheduled, or it shows an
+# API error, or (ASKED) it asks to confirm a start with too few ready devices.
+STARTED_OR_REFUSED = (
+    "['scheduled', 'playing'].includes(document.querySelector('#state').dataset.state)"
+    " || !document.querySelector('#error').hidden"
+)
+ASKED = "document.querySelector('#confirm-dialog').open"
+
+
+async def start_from_console(organizer: Page, lead_s: float, confirm: bool = True) -> None:
+    """Press Start with a lead of ``lead_s`` seconds, as an organizer would, and wait for the answer.
+
+    When the console asks to confirm (too few devices ready), confirm if
+    ``confirm``, else leave the dialog open. An API error fails the test.
+    """
     await organizer.fill("#lead", str(lead_s))
     await organizer.click("#start")
+    await organizer.wait_for_function(f"() => {STARTED_OR_REFUSED} || {ASKED}", timeout=scaled(10) * 1000)
+    if confirm and await organizer.evaluate(f"() => {ASKED}"):
+        await organizer.click("#confirm-yes")
+        await organizer.wait_for_function(f"() => {STARTED_OR_REFUSED}", timeout=scaled(10) * 1000)
+    error = organizer.locator("#error")
+    if await error.is_visible():
+        raise AssertionError(f"the console refused the start: {await error.inner_text()}")

@@ -1,50 +1,76 @@
 /**
- * The organizer console: `hello` with the URL's token, then the live
- * `overview`; start with a lead time, abort, announce. Glue only: the protocol is protocol.js's.
+ * The organizer console (glue): `hello` with the URL's token on /ws/organizer,
+ * then draw each `overview`'s status document; every command goes through
+ * the HTTP API (PROTOCOL.md section 7, server/openapi.py). What to show and
+ * what to send is console.js's; this file reads the DOM, the clocks and the
+ * network.
  */
 
 import { ReconnectingSocket, socketUrl, PERMANENT_ERRORS } from './net.js';
 import { decode, encode, ProtocolError, PROTOCOL_VERSION, SERVER_TO_ORGANIZER } from './protocol.js';
-import { countdownText } from './status.js';
 import { perfNowMs } from './deviceclock.js';
+import {
+  apiOutcome, clockLines, clockPart, consoleLanguage, controlsFor, countdownLine, FUNNEL_STAGES, formatLead, formatMs,
+  funnelRows, histogramBars, leadSeconds, nextLocalTime, readyPercents, TEXTS,
+} from './console.js';
 
+// The countdown's redraw interval: a tenth of its one-second resolution would be wasted work.
 const REDRAW_INTERVAL_MS = 200;
+// The API knows the console by this name in the event log (X-Unisono-Client).
+const CLIENT_NAME = 'console';
+
+const lang = consoleLanguage(globalThis.navigator?.language);
+const texts = TEXTS[lang];
+document.documentElement.lang = lang;
+document.title = texts.title;
+for (const element of document.querySelectorAll('[data-t]')) element.textContent = texts[element.dataset.t];
 
 const token = new URLSearchParams(location.search).get('token') ?? '';
+const $ = (id) => document.getElementById(id);
 const view = {
-  state: document.getElementById('state'),
-  countdown: document.getElementById('countdown'),
-  devices: document.getElementById('devices'),
-  loaded: document.getElementById('loaded'),
-  unlocked: document.getElementById('unlocked'),
-  synced: document.getElementById('synced'),
-  groups: document.getElementById('groups'),
-  lead: document.getElementById('lead'),
-  start: document.getElementById('start'),
-  abort: document.getElementById('abort'),
-  error: document.getElementById('error'),
-  connection: document.getElementById('connection'),
-  announceForm: document.getElementById('announce-form'),
-  announceText: document.getElementById('announce-text'),
-  announceSent: document.getElementById('announce-sent'),
+  showTitle: $('show-title'), connection: $('connection'), error: $('error'),
+  state: $('state'), countdown: $('countdown'), startTime: $('start-time'),
+  lead: $('lead'), start: $('start'), reschedule: $('reschedule'), leadMin: $('lead-min'),
+  at: $('at'), startAt: $('start-at'), rescheduleAt: $('reschedule-at'),
+  localTz: $('local-tz'), serverTz: $('server-tz'), atPreview: $('at-preview'), abort: $('abort'),
+  announceForm: $('announce-form'), announceText: $('announce-text'), announceSent: $('announce-sent'),
+  devices: $('devices'), readyShare: $('ready-share'), funnelHead: $('funnel-head'), funnel: $('funnel'),
+  bounds: $('bounds'), laggards: $('laggards'), clock: $('clock'), events: $('events'),
+  joinQr: $('join-qr'), joinUrl: $('join-url'),
+  dialog: $('confirm-dialog'), confirmMessage: $('confirm-message'), confirmYes: $('confirm-yes'), confirmNo: $('confirm-no'),
 };
-
-// announce.text's limit (protocol.js, messages.py MAX_ANNOUNCEMENT_TEXT), in characters.
-const MAX_ANNOUNCEMENT_CHARS = 500;
+view.announceText.placeholder = texts.announcePlaceholder;
+view.joinQr.alt = texts.joinAlt;
+view.localTz.textContent = Intl.DateTimeFormat().resolvedOptions().timeZone ?? '';
+view.funnelHead.replaceChildren(cell('th', texts.group), ...FUNNEL_STAGES.map((stage) => cell('th', texts.stages[stage])));
 
 let overview = null;
-let overviewAtMs = 0; // perfNowMs() when the overview arrived, to run the countdown between overviews
+let overviewAtMs = 0; // perfNowMs() when the overview arrived: the countdown runs on between overviews
+let pendingConfirm = null; // the request to resend with confirm: true if the organizer agrees
 
 const socket = new ReconnectingSocket(socketUrl(location, '/ws/organizer'), {
   onOpen: () => {
     socket.send(encode({ type: 'hello', v: PROTOCOL_VERSION, token }));
-    view.connection.textContent = 'connected';
+    view.connection.textContent = texts.connected;
   },
   onMessage: receive,
   onClose: (event) => {
-    view.connection.textContent = socket.stopped ? `closed: ${event.reason || event.code}` : 'connection lost, reconnecting…';
+    view.connection.textContent = socket.stopped ? `${texts.closed}: ${event.reason || event.code}` : texts.reconnecting;
   },
 });
+
+function cell(tag, text, className) {
+  const element = document.createElement(tag);
+  element.textContent = text;
+  if (className) element.className = className;
+  return element;
+}
+
+function row(values, tag = 'td') {
+  const tr = document.createElement('tr');
+  tr.append(...values.map((value) => cell(tag, value)));
+  return tr;
+}
 
 function showError(text) {
   view.error.textContent = text;
@@ -70,65 +96,174 @@ function receive(event) {
   render();
 }
 
+function serverNowUs() {
+  return overview.server_us + (perfNowMs() - overviewAtMs) * 1000;
+}
+
 function render() {
   if (!overview) return;
-  view.state.textContent = overview.state;
+  const status = overview.status ?? null;
+  const show = { state: overview.state, start_us: overview.start_us };
+  view.state.textContent = texts.states[show.state] ?? show.state;
+  view.state.dataset.state = show.state;
   view.devices.textContent = String(overview.devices);
-  view.loaded.textContent = String(overview.loaded);
-  view.unlocked.textContent = String(overview.unlocked);
-  view.synced.textContent = String(overview.synced);
-  const rows = Object.entries(overview.groups).map(([group, count]) => {
-    const row = document.createElement('tr');
-    const name = document.createElement('td');
-    const value = document.createElement('td');
-    name.textContent = group;
-    value.textContent = String(count);
-    row.append(name, value);
-    return row;
-  });
-  view.groups.replaceChildren(...rows);
-  view.start.disabled = !(overview.state === 'idle' || overview.state === 'ended');
-  view.abort.disabled = !(overview.state === 'scheduled' || overview.state === 'playing');
-  view.countdown.textContent = countdown();
+  const allowed = controlsFor(show.state);
+  view.start.disabled = view.startAt.disabled = !allowed.start;
+  view.reschedule.disabled = view.rescheduleAt.disabled = !allowed.reschedule;
+  view.abort.disabled = !allowed.abort;
+  renderCountdown();
+  renderAtPreview();
+  if (status) renderStatus(status);
 }
 
-function countdown() {
-  if (overview.start_us == null || overview.state !== 'scheduled') return '';
-  const serverNowUs = overview.server_us + (perfNowMs() - overviewAtMs) * 1000;
-  return `starts in ${countdownText((overview.start_us - serverNowUs) / 1e6)}`;
+function renderCountdown() {
+  const show = { state: overview.state, start_us: overview.start_us };
+  const line = countdownLine(show, serverNowUs(), texts);
+  if (view.countdown.textContent !== line) view.countdown.textContent = line;
 }
 
-view.start.addEventListener('click', () => {
-  const leadS = Number(view.lead.value);
-  const leadMs = Math.round(leadS * 1000);
-  if (!Number.isFinite(leadS) || leadMs < 1000 || leadMs > 86400000) {
-    showError('The lead time must be between 1 second and 24 hours.');
-    return;
+function renderStatus(status) {
+  view.showTitle.textContent = status.title;
+  view.startTime.textContent = status.show?.start_time ? `T = ${clockPart(status.show.start_time)}` : '';
+  view.serverTz.textContent = status.timezone;
+  view.leadMin.textContent = formatLead(status.lead_min_ms);
+  if (status.join_url) {
+    view.joinUrl.textContent = status.join_url;
+    view.joinUrl.href = status.join_url;
   }
-  showError('');
-  if (!socket.send(encode({ type: 'start', lead_ms: leadMs }))) showError('Not connected: the start was not sent.');
-});
 
-view.abort.addEventListener('click', () => {
-  showError('');
-  if (!socket.send(encode({ type: 'abort' }))) showError('Not connected: the abort was not sent.');
-});
+  view.readyShare.textContent = texts.readyShare(...readyPercents(status));
+  view.funnel.replaceChildren(...funnelRows(status).map((line) => {
+    const tr = document.createElement('tr');
+    if (line.total) tr.className = 'total';
+    tr.append(cell('th', line.total ? texts.total : line.name));
+    for (const stage of FUNNEL_STAGES) {
+      const td = cell('td', String(line.counts[stage]));
+      td.dataset.stage = stage;
+      td.style.setProperty('--share', String(line.shares[stage]));
+      tr.append(td);
+    }
+    return tr;
+  }));
 
-view.announceForm.addEventListener('submit', (event) => {
+  view.bounds.replaceChildren(...histogramBars(status.bounds, texts).map((bar) => {
+    const item = document.createElement('div');
+    item.className = `bar${bar.over ? ' over' : ''}${bar.unknown ? ' unknown' : ''}`;
+    item.setAttribute('role', 'listitem');
+    item.style.setProperty('--fraction', String(bar.fraction));
+    item.append(cell('span', String(bar.count), 'count'), cell('span', '', 'fill'), cell('span', bar.label, 'label'));
+    return item;
+  }));
+
+  const laggards = status.laggards ?? [];
+  view.laggards.replaceChildren(...(laggards.length === 0
+    ? [row([texts.noLaggards])]
+    : laggards.map((l) => row([l.device, l.group, formatMs(l.bound_ms), formatMs(l.rtt_ms), l.reason]))));
+
+  view.clock.replaceChildren(...clockLines(status, texts).flatMap(([label, value]) => [cell('dt', label), cell('dd', value)]));
+
+  const events = [...(status.events ?? [])].reverse(); // newest first
+  view.events.replaceChildren(...events.map((e) => row([clockPart(e.time), e.who, e.action, e.detail])));
+}
+
+function localOffsetMinutesAt(utcMs) {
+  return -new Date(utcMs).getTimezoneOffset();
+}
+
+/** The chosen time as the API's `at`, or null (and why) when none. */
+function chosenAt() {
+  return nextLocalTime(view.at.value, Date.now(), localOffsetMinutesAt);
+}
+
+function renderAtPreview() {
+  const next = chosenAt();
+  view.atPreview.textContent = next ? `· ${texts.sends} ${next.at}` : '';
+}
+
+async function callApi(path, body) {
+  const response = await fetch(path, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${token}`, 'X-Unisono-Client': CLIENT_NAME, 'Content-Type': 'application/json' },
+    body: JSON.stringify(body ?? {}),
+  });
+  let answer = null;
+  try {
+    answer = await response.json();
+  } catch {
+    // A proxy's HTML error page: apiOutcome falls back to the HTTP status.
+  }
+  return apiOutcome(response.status, answer);
+}
+
+/** Send a command; on 409 not_ready ask in the page's dialog, and resend with confirm: true if agreed. */
+async function command(path, body, what) {
+  showError('');
+  let outcome;
+  try {
+    outcome = await callApi(path, body);
+  } catch {
+    showError(texts.requestFailed(what));
+    return null;
+  }
+  if (outcome.confirm) {
+    pendingConfirm = { path, body: { ...body, confirm: true }, what };
+    view.confirmMessage.textContent = outcome.confirm;
+    view.dialog.showModal();
+    return null;
+  }
+  if (outcome.error) {
+    showError(outcome.error);
+    return null;
+  }
+  return outcome.body;
+}
+
+function leadBody() {
+  const seconds = leadSeconds(view.lead.value);
+  if (seconds === null) showError(texts.badLead);
+  return seconds === null ? null : { in_s: seconds };
+}
+
+function atBody() {
+  const next = chosenAt();
+  if (!next) showError(texts.noTime);
+  return next ? { at: next.at } : null;
+}
+
+function onClick(button, path, makeBody, what) {
+  button.addEventListener('click', () => {
+    const body = makeBody();
+    if (body) command(path, body, what);
+  });
+}
+
+onClick(view.start, '/api/start', leadBody, 'start');
+onClick(view.reschedule, '/api/reschedule', leadBody, 'reschedule');
+onClick(view.startAt, '/api/start', atBody, 'start');
+onClick(view.rescheduleAt, '/api/reschedule', atBody, 'reschedule');
+onClick(view.abort, '/api/abort', () => ({}), 'abort');
+view.at.addEventListener('input', () => overview && renderAtPreview());
+
+view.confirmYes.addEventListener('click', () => {
+  const request = pendingConfirm;
+  pendingConfirm = null;
+  view.dialog.close();
+  if (request) command(request.path, request.body, request.what);
+});
+view.confirmNo.addEventListener('click', () => view.dialog.close());
+view.dialog.addEventListener('close', () => { pendingConfirm = null; });
+
+view.announceForm.addEventListener('submit', async (event) => {
   event.preventDefault();
   const text = view.announceText.value.trim();
-  if (Array.from(text).length > MAX_ANNOUNCEMENT_CHARS) {
-    showError(`An announcement holds at most ${MAX_ANNOUNCEMENT_CHARS} characters.`);
+  if (!text) {
+    showError(texts.emptyAnnouncement);
     return;
   }
-  showError('');
-  if (!socket.send(encode({ type: 'announce', text }))) {
-    showError('Not connected: the announcement was not sent.');
-    return;
-  }
-  view.announceSent.textContent = text ? `sent at ${new Date().toLocaleTimeString()}` : 'announcement cleared';
+  const sent = await command('/api/announce', { text }, 'announcement');
+  if (sent) view.announceSent.textContent = texts.sentTo(new Date().toLocaleTimeString(lang), sent.devices);
 });
 
-if (!token) showError('No organizer token in the address: open the organizer link printed by `unisono serve`.');
-setInterval(render, REDRAW_INTERVAL_MS);
+if (!token) showError(texts.noToken);
+setInterval(() => overview && renderCountdown(), REDRAW_INTERVAL_MS);
 socket.connect();
