@@ -389,7 +389,7 @@ async def organizer_start(served: Served, lead_ms: int, now_ns: Callable[[], int
         await ws.send(encode(Hello(v=PROTOCOL_VERSION, token=served.token)))
         await _next_overview(ws)  # authenticated
         command_ns = now_ns()
-        await ws.send(encode(Start(lead_ms=lead_ms)))
+        await ws.send(encode(Start(lead_ms=lead_ms, confirm=True)))
         while (await _next_overview(ws)).state != "scheduled":
             pass
         return command_ns

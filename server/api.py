@@ -25,7 +25,16 @@ from server.status import event_document, snapshot_document
 # Request bodies are tiny; anything bigger is refused before parsing.
 MAX_BODY_BYTES = 4096
 CLIENT_NAME = re.compile(r"[A-Za-z0-9 ._/-]{1,32}")
-_STATUS_FOR = {"bad_request": 400, "too_soon": 400, "unauthorized": 401, "invalid_state": 409, "not_ready": 409}
+_STATUS_FOR = {
+    "bad_request": 400,
+    "unauthorized": 401,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "invalid_state": 409,
+    "not_ready": 409,
+    "too_soon": 409,
+    "too_far": 409,
+}
 
 
 class ApiError(Exception):
@@ -115,7 +124,7 @@ def start_time_ns(body: dict[str, Any], issued_ns: int) -> int:
         raise ApiError("bad_request", f"at: {text!r} is out of range") from None
     start_ns = micros * 1000
     if start_ns - issued_ns > MAX_LEAD_S * 1_000_000_000:
-        raise ApiError("bad_request", f"at: {text!r} is more than {MAX_LEAD_S // 3600} hours ahead")
+        raise ApiError("too_far", f"at: {text!r} is more than {MAX_LEAD_S // 3600} hours ahead; start at most a day ahead")
     return start_ns
 
 
@@ -126,12 +135,16 @@ def _confirm(body: dict[str, Any]) -> bool:
     return confirm
 
 
-def _handler(method: Any) -> Any:
-    """Authorize, run, and turn refusals into JSON errors."""
+def _handler(method: Any, query: tuple[str, ...] = ()) -> Any:
+    """Authorize, check the query's keys against ``query``, run, and turn refusals into JSON errors."""
 
     async def handle(request: web.Request) -> web.Response:
         try:
             await _authorize(request)
+            unknown = sorted(set(request.query) - set(query))
+            if unknown:
+                takes = f"takes only {', '.join(query)}" if query else "takes no query parameters"
+                raise ApiError("bad_request", f"unknown query parameter {unknown[0][:32]!r}: {request.path} {takes}")
             result = await method(request)
         except ApiError as exc:
             return error_response(exc.code, exc.message)
@@ -200,12 +213,40 @@ async def _openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
 
+def _not_allowed(allowed: str) -> Any:
+    async def handle(request: web.Request) -> web.Response:
+        response = error_response("method_not_allowed", f"{request.path} takes {allowed} only")
+        response.headers["Allow"] = allowed
+        return response
+
+    return handle
+
+
+async def _no_such_call(request: web.Request) -> web.Response:
+    return error_response("not_found", f"no API call {request.path[:64]!r}: see /api/openapi.json")
+
+
+# path -> (method, call, query parameters it takes)
+ROUTES: dict[str, tuple[str, Any, tuple[str, ...]]] = {
+    "/api/status": ("GET", _status, ()),
+    "/api/start": ("POST", _start, ()),
+    "/api/reschedule": ("POST", _reschedule, ()),
+    "/api/abort": ("POST", _abort, ()),
+    "/api/announce": ("POST", _announce, ()),
+    "/api/events": ("GET", _events, ("limit",)),
+}
+
+
 def add_routes(app: web.Application) -> None:
-    """The API's routes: /api/openapi.json (public) and the authorized calls."""
-    app.router.add_get("/api/openapi.json", _openapi)
-    app.router.add_get("/api/status", _handler(_status))
-    app.router.add_post("/api/start", _handler(_start))
-    app.router.add_post("/api/reschedule", _handler(_reschedule))
-    app.router.add_post("/api/abort", _handler(_abort))
-    app.router.add_post("/api/announce", _handler(_announce))
-    app.router.add_get("/api/events", _handler(_events))
+    """The API's routes: /api/openapi.json (public) and the authorized calls.
+
+    Another method on an API path gets a JSON 405 naming the one it takes
+    (not the static files' GET that would otherwise be advertised), and any
+    other /api/ path a JSON 404.
+    """
+    app.router.add_get("/api/openapi.json", _openapi, allow_head=False)
+    app.router.add_route("*", "/api/openapi.json", _not_allowed("GET"))
+    for path, (method, call, query) in ROUTES.items():
+        app.router.add_route(method, path, _handler(call, query))
+        app.router.add_route("*", path, _not_allowed(method))
+    app.router.add_route("*", "/api/{tail:.*}", _no_such_call)

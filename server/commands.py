@@ -27,7 +27,7 @@ from server.openapi import MAX_LEAD_S
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 # How long one request may take before the CLI gives up: the API answers in
 # milliseconds on a healthy server, so 5 s means it is stuck or unreachable.
-REQUEST_TIMEOUT_S = 5.0
+REQUEST_TIMEOUT_S = 10.0
 # Who did it, for the server's event log (the console sends "console").
 CLIENT_NAME = "cli"
 # The most laggards the status table lists (the API sends up to 20).

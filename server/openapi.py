@@ -21,7 +21,8 @@ _ERROR = {
     "properties": {
         "error": {
             "type": "string",
-            "description": "A stable code: unauthorized, bad_request, invalid_state, too_soon, not_ready, not_found.",
+            "description": "A stable code: unauthorized, bad_request, not_found, method_not_allowed, invalid_state, "
+            "too_soon, too_far, not_ready.",
         },
         "message": {"type": "string", "description": "What went wrong and what to do, for people."},
     },
@@ -113,6 +114,7 @@ _STATUS = {
 _START = {
     "type": "object",
     "description": "Exactly one of in_s and at.",
+    "oneOf": [{"required": ["in_s"]}, {"required": ["at"]}],
     "properties": {
         "in_s": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_LEAD_S, "description": "Start this many seconds from now."},
         "at": {"type": "string", "format": "date-time", "description": "Start at this RFC 3339 time (with its offset)."},
@@ -145,8 +147,11 @@ def _err(description: str) -> dict[str, Any]:
 _AUTH_ERRORS = {"401": _err("No token or a wrong one (repeated wrong tokens are answered more and more slowly).")}
 _START_RESPONSES = {
     "200": _json({"$ref": "#/components/schemas/Snapshot"}, "Scheduled."),
-    "400": _err("A malformed body (error bad_request), or a start sooner than lead_min_ms or in the past (error too_soon)."),
-    "409": _err("The show's state does not allow it (invalid_state), or too few devices are ready and confirm was not given (not_ready)."),
+    "400": _err("A malformed body (error bad_request)."),
+    "409": _err(
+        "The show's state does not allow it (invalid_state); the start is sooner than lead_min_ms or in the past "
+        "(too_soon) or more than a day ahead (too_far); or too few devices are ready and confirm was not given (not_ready)."
+    ),
     **_AUTH_ERRORS,
 }
 

@@ -76,7 +76,7 @@ async def test_participant_bad_input_is_closed_with_reason(server: RunningServer
         async with Organizer(server.organizer_url, server.token) as organizer:
             overview = await organizer.overview()
             assert overview.devices == 1
-            await organizer.send(Start(lead_ms=2000))
+            await organizer.send(Start(lead_ms=2000, confirm=True))
         await asyncio.wait_for(bystander.scheduled.wait(), scaled(5))
         assert not task.done()
         assert bystander.samples >= samples

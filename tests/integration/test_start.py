@@ -43,7 +43,7 @@ async def test_shifted_devices_start_within_their_bounds(server: RunningServer) 
             await wait_for_bound(device, 5_000, scaled(10))
         async with Organizer(server.organizer_url, server.token) as organizer:
             await organizer.overview(lambda o: o.devices == 2 and o.synced == 2, scaled(5))
-            await organizer.send(Start(lead_ms=1500))
+            await organizer.send(Start(lead_ms=1500, confirm=True))
             await organizer.overview(lambda o: o.state == "scheduled")
         for device in devices:
             await asyncio.wait_for(device.scheduled.wait(), scaled(5))
@@ -69,7 +69,7 @@ async def test_shifted_devices_start_within_their_bounds(server: RunningServer) 
 async def test_late_joiner_gets_the_schedule(server: RunningServer) -> None:
     """A device that joins after the start receives the current schedule at once."""
     async with Organizer(server.organizer_url, server.token) as organizer:
-        await organizer.send(Start(lead_ms=1000))
+        await organizer.send(Start(lead_ms=2000, confirm=True))
         await organizer.overview(lambda o: o.state == "scheduled")
     now = server.hub.clock.now_ns
     late = SimDevice(SimClock(123_456_789), now, name="late")
@@ -93,7 +93,7 @@ async def test_show_runs_through_playing_to_ended_and_abort_returns_to_idle(serv
     try:
         await asyncio.wait_for(device.joined.wait(), scaled(5))
         async with Organizer(server.organizer_url, server.token) as organizer:
-            await organizer.send(Start(lead_ms=1000))
+            await organizer.send(Start(lead_ms=2000, confirm=True))
             for state in ("scheduled", "playing", "ended"):
                 overview = await organizer.overview(lambda o, s=state: o.state == s, scaled(6))
                 seen.append(overview.state)

@@ -10,12 +10,14 @@ test('the first reconnect waits 0.5 to 5 s, at random', () => {
   assert.ok(reconnectDelayMs(0, () => 0.999999) < 5000);
 });
 
-test('each failed attempt doubles the delay, up to 30 s', () => {
-  assert.equal(reconnectDelayMs(1, () => 0), 1000);
-  assert.equal(reconnectDelayMs(2, () => 0), 2000);
-  assert.equal(reconnectDelayMs(3, () => 0.5), 22000);
-  assert.equal(reconnectDelayMs(6, () => 0), RECONNECT_CAP_MS);
+test('each failed attempt doubles the ceiling, up to 30 s, and the floor stays at 0.5 s', () => {
+  assert.equal(reconnectDelayMs(1, () => 1), 10000);
+  assert.equal(reconnectDelayMs(2, () => 1), 20000);
+  assert.equal(reconnectDelayMs(3, () => 0.5), 500 + 0.5 * 29500);
+  assert.equal(reconnectDelayMs(6, () => 1), RECONNECT_CAP_MS);
   assert.equal(reconnectDelayMs(1000, () => 1), RECONNECT_CAP_MS);
+  // However many attempts failed, delays stay spread over the whole range.
+  for (const attempt of [1, 6, 1000]) assert.equal(reconnectDelayMs(attempt, () => 0), 500);
 });
 
 test('socketUrl uses wss: under https: and ws: otherwise, same host', () => {

@@ -10,9 +10,10 @@ import { decode, encode, ProtocolError, PROTOCOL_VERSION, SERVER_TO_PARTICIPANT 
 import { makePong } from './sync.js';
 import { deviceNowUs } from './deviceclock.js';
 
-// Reconnect delays (PROTOCOL.md section 6): random in 0.5-5 s so that a crowd
-// that lost the server together does not return together, doubling with each
-// failed attempt, at most 30 s.
+// Reconnect delays (PROTOCOL.md section 6): uniform between 0.5 s and a
+// ceiling of 5 s that doubles with each failed attempt, up to 30 s. The whole
+// range stays random however many attempts failed, so a crowd that lost the
+// server together keeps coming back spread out, never all at the cap.
 export const RECONNECT_MIN_MS = 500;
 export const RECONNECT_MAX_MS = 5000;
 export const RECONNECT_CAP_MS = 30000;
@@ -64,10 +65,8 @@ export function readyDue(sent, next, nowMs, sentAtMs) {
 
 /** Milliseconds to wait before reconnect attempt number `attempt` (0 for the first). */
 export function reconnectDelayMs(attempt, random = Math.random) {
-  const factor = 2 ** Math.min(attempt, 10);
-  const low = RECONNECT_MIN_MS * factor;
-  const high = RECONNECT_MAX_MS * factor;
-  return Math.min(RECONNECT_CAP_MS, low + random() * (high - low));
+  const ceiling = Math.min(RECONNECT_CAP_MS, RECONNECT_MAX_MS * 2 ** Math.min(attempt, 10));
+  return RECONNECT_MIN_MS + random() * (ceiling - RECONNECT_MIN_MS);
 }
 
 /** The same-origin websocket URL of `path` for a page at `location` (wss: under https:). */
