@@ -108,6 +108,8 @@ async def test_console_qr_code_decodes_to_the_join_url(browser: Browser, show_se
     await organizer.wait_for_function("() => document.querySelector('#join-qr').naturalWidth > 0")
     assert decode_qr(await qr.screenshot()) == [show_server.base_url + "/"]
     assert await organizer.locator("#poster").get_attribute("href") == "/poster"
+    await organizer.wait_for_function("() => document.querySelector('#join-url').textContent !== ''")
+    assert await organizer.locator("#join-url").inner_text() == show_server.base_url + "/"
 
 
 async def test_start_with_too_few_ready_asks_then_starts_on_confirm(browser: Browser, show_server: RunningServer) -> None:

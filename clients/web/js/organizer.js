@@ -127,9 +127,11 @@ function renderStatus(status) {
   view.startTime.textContent = status.show?.start_time ? `T = ${clockPart(status.show.start_time)}` : '';
   view.serverTz.textContent = status.timezone;
   view.leadMin.textContent = formatLead(status.lead_min_ms);
-  if (status.join_url) {
-    view.joinUrl.textContent = status.join_url;
-    view.joinUrl.href = status.join_url;
+  // No public URL configured: participants open this server's address, as /join.svg encodes it.
+  const joinUrl = status.join_url || `${location.origin}/`;
+  if (view.joinUrl.textContent !== joinUrl) {
+    view.joinUrl.textContent = joinUrl;
+    view.joinUrl.href = joinUrl;
   }
 
   view.readyShare.textContent = texts.readyShare(...readyPercents(status));
