@@ -237,6 +237,10 @@ class OffsetEstimator:
         self._suspects: list[Sample] = []
         self._fit: _Fit | None = None
         self._hard_candidates: list[Sample] = []
+        # The candidates as (offset, half delay widened by the worst rate, time): what _hard_bound reads.
+        self._hard_terms: list[tuple[float, float, float]] = []
+        # The latest estimate made, for cheap upper bounds between samples (see bound_upper_ns).
+        self._latest: ClockEstimate | None = None
         self.steps = 0  # clock steps detected (window restarts)
         # Device resolution: the largest known one that divides every stamp's
         # distance from the first stamp (a coarse clock floors its readings).
@@ -286,6 +290,8 @@ class OffsetEstimator:
         self._suspects.clear()
         self._append(sample)
         self._hard_candidates.append(sample)
+        self._hard_terms.append(self._hard_term(sample))
+        self._latest = None
         if self._needs_refit(sample):
             self._refit(sample.t3_server_ns)
         return None
@@ -325,7 +331,9 @@ class OffsetEstimator:
         self._clear_window()
         self._suspects.clear()
         self._hard_candidates.clear()
+        self._hard_terms.clear()
         self._fit = None
+        self._latest = None
 
     def estimate(self, now_server_ns: int) -> ClockEstimate | None:
         """The best estimate as of server time ``now``, or None before any sample."""
@@ -342,7 +350,7 @@ class OffsetEstimator:
         margin = STAT_MARGIN if fit.sloped else 1.0
         stat = margin * (fit.stat_bound_ns + fit.rate_bound * abs(dt)) + resolution
         hard = self._hard_bound(offset, now_server_ns) + resolution
-        return ClockEstimate(
+        estimate = ClockEstimate(
             at_server_ns=now_server_ns,
             offset_ns=offset,
             bound_ns=min(stat, hard),
@@ -350,15 +358,36 @@ class OffsetEstimator:
             bound_growth_ppm=min(fit.rate_bound * 1e6, cfg.max_rate_error_ppm),
             samples=len(self._samples),
         )
+        self._latest = estimate
+        return estimate
+
+    def bound_upper_ns(self, now_server_ns: int) -> float | None:
+        """An upper bound of ``estimate(now).bound_ns``, cheap between samples; None before any sample.
+
+        The latest estimate's bound, grown at the worst rate error since: the
+        true bound grows no faster. Polling decisions and the organizer's
+        summaries ask this for every device, often; only a sample changes the fit.
+        """
+        latest = self._latest
+        if latest is None:
+            estimate = self.estimate(now_server_ns)
+            return None if estimate is None else estimate.bound_ns
+        growth = self.config.max_rate_error_ppm * 1e-6 + abs(latest.rate_ppm) * 1e-6
+        return latest.bound_ns + growth * abs(now_server_ns - latest.at_server_ns)
 
     # --- internals -------------------------------------------------------------
+
+    def _hard_term(self, sample: Sample) -> tuple[float, float, float]:
+        worst = self.config.max_rate_error_ppm * 1e-6
+        return sample.offset_ns, sample.delay_ns / 2 * (1 + worst), sample.server_mid_ns
 
     def _hard_bound(self, offset: float, now_ns: int) -> float:
         worst = self.config.max_rate_error_ppm * 1e-6
         best = math.inf
-        for s in self._hard_candidates:
-            age = abs(now_ns - s.server_mid_ns)
-            best = min(best, abs(offset - s.offset_ns) + s.delay_ns / 2 * (1 + worst) + worst * age)
+        for sample_offset, half_delay, mid in self._hard_terms:
+            bound = abs(offset - sample_offset) + half_delay + worst * abs(now_ns - mid)
+            if bound < best:
+                best = bound
         return best
 
     def _consistent(self, sample: Sample) -> bool:
@@ -373,12 +402,15 @@ class OffsetEstimator:
         while self._samples and now_ns - self._samples[0].server_mid_ns > cfg.max_age_ns:
             self._in_window.discard(self._samples.popleft())
         samples = sorted(self._samples, key=lambda s: s.server_mid_ns)
+        self._latest = None
         if not samples:
             self._fit = None
             self._hard_candidates = []
+            self._hard_terms = []
             return
         lowest = sorted(samples, key=lambda s: s.delay_ns)[:HARD_CANDIDATES]
         self._hard_candidates = lowest + [s for s in samples[-HARD_CANDIDATES:] if s not in lowest]
+        self._hard_terms = [self._hard_term(s) for s in self._hard_candidates]
         base = samples[0]
         t0 = base.server_mid_ns
         # Small numbers: times relative to the first sample, readings relative to its offset.

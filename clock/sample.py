@@ -14,7 +14,7 @@ the estimate inside that interval and no two-way method can see it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 
@@ -32,27 +32,28 @@ class Rejection(str, Enum):
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One completed exchange. All stamps in nanoseconds, each in its own clock."""
+    """One completed exchange. All stamps in nanoseconds, each in its own clock.
+
+    ``offset_ns``, ``delay_ns`` and ``server_mid_ns`` are derived once here: the
+    estimator reads them many times per sample.
+    """
 
     t0_server_ns: int
     t1_device_ns: int
     t2_device_ns: int
     t3_server_ns: int
+    # Server clock minus device clock, at the middle of the exchange.
+    offset_ns: float = field(init=False, repr=False, compare=False)
+    # Round-trip network delay: the exchange minus the device's own turnaround.
+    delay_ns: int = field(init=False, repr=False, compare=False)
+    # Server time at the middle of the exchange, where the offset is measured.
+    server_mid_ns: float = field(init=False, repr=False, compare=False)
 
-    @property
-    def offset_ns(self) -> float:
-        """Server clock minus device clock, at the middle of the exchange."""
-        return ((self.t0_server_ns - self.t1_device_ns) + (self.t3_server_ns - self.t2_device_ns)) / 2
-
-    @property
-    def delay_ns(self) -> int:
-        """Round-trip network delay: the exchange minus the device's own turnaround."""
-        return (self.t3_server_ns - self.t0_server_ns) - (self.t2_device_ns - self.t1_device_ns)
-
-    @property
-    def server_mid_ns(self) -> float:
-        """Server time at the middle of the exchange, where the offset is measured."""
-        return (self.t0_server_ns + self.t3_server_ns) / 2
+    def __post_init__(self) -> None:
+        t0, t1, t2, t3 = self.t0_server_ns, self.t1_device_ns, self.t2_device_ns, self.t3_server_ns
+        object.__setattr__(self, "offset_ns", ((t0 - t1) + (t3 - t2)) / 2)
+        object.__setattr__(self, "delay_ns", (t3 - t0) - (t2 - t1))
+        object.__setattr__(self, "server_mid_ns", (t0 + t3) / 2)
 
 
 def make_sample(t0_server_ns: int, t1_device_ns: int, t2_device_ns: int, t3_server_ns: int) -> Sample | Rejection:

@@ -121,6 +121,14 @@ class DeviceSession:
         """The longest of the latest few round trips (server time), or None before any answer."""
         return max(self._rtts_ns) if self._rtts_ns else None
 
+    def urgent(self, now_ns: int) -> bool:
+        """Whether the next ping is urgent: the session is in its burst or its bound is above target."""
+        return self._interval_ns(now_ns) != self.polling.sparse_interval_ns
+
+    def bound_upper_ns(self, now_ns: int) -> float | None:
+        """A cheap upper bound of the current estimate's bound (see OffsetEstimator.bound_upper_ns)."""
+        return self.estimator.bound_upper_ns(now_ns)
+
     def estimate(self, now_ns: int) -> ClockEstimate | None:
         """The current estimate of this device's offset, or None before any sample."""
         return self.estimator.estimate(now_ns)
@@ -132,8 +140,8 @@ class DeviceSession:
         in_burst = self._accepted - self._burst_start
         if in_burst < self.polling.burst_count:
             return self.polling.burst_interval_ns
-        estimate = self.estimator.estimate(now_ns)
-        if estimate is None or estimate.bound_ns > self.polling.target_bound_ns:
+        bound = self.estimator.bound_upper_ns(now_ns)
+        if bound is None or bound > self.polling.target_bound_ns:
             if in_burst < self.polling.burst_max:
                 return self.polling.burst_interval_ns
             return self.polling.boost_interval_ns

@@ -187,8 +187,8 @@ async def _announce(request: web.Request) -> dict[str, Any]:
     body = await _json_body(request)
     _unknown_fields(body, ("text",))
     text = body.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise ApiError("bad_request", "text: expected the words to show on every page")
+    if not isinstance(text, str):
+        raise ApiError("bad_request", "text: expected the words to show on every page (an empty text clears the announcement)")
     if len(text) > MAX_ANNOUNCEMENT_TEXT:
         raise ApiError("bad_request", f"text: at most {MAX_ANNOUNCEMENT_TEXT} characters, found {len(text)}")
     hub = _hub(request)

@@ -16,6 +16,25 @@ class ConfigError(ValueError):
     """A configuration option is invalid; the text names the option."""
 
 
+def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """("host", port) from "host", "host:port", "[IPv6]" or "[IPv6]:port"; raises ValueError saying what was expected."""
+    expected = f"expected HOST or HOST:PORT with a port in 1..65535, found {text!r}"
+    host, colon, port_text = text, "", ""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(expected)
+        colon, port_text = rest[:1], rest[1:]
+    elif text.count(":") == 1:
+        host, colon, port_text = text.partition(":")
+    if colon and not port_text.isdigit():
+        raise ValueError(expected)
+    port = int(port_text) if colon else default_port
+    if not host or not 1 <= port <= 65535:
+        raise ValueError(expected)
+    return host, port
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything ``unisono serve`` can be told. Units in the names."""
@@ -36,12 +55,26 @@ class ServerConfig:
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     # Fixed organizer token (tests); None: read or create <data_dir>/organizer-token.
     organizer_token: str | None = None
+    # Clock exchanges per second all devices share (clock/budget.py), and how
+    # many may go at once. About 200 us of server CPU each.
+    ping_budget_per_s: float = 3000.0
+    ping_burst: int = 600
     # A start when fewer than this share of the connected devices are ready
     # (downloaded, audio unlocked, bound <= synced_bound_us) needs confirming.
     ready_share_min: float = 0.8
     # The URL participants open, as printed and put in the QR code (behind a
     # proxy or a public name); None: this server's own address.
     public_url: str | None = None
+    # The NTP server the server clock follows, "host" or "host:port" (port
+    # 123 by default); None: the clock keeps its own time (wall time at start).
+    ntp_upstream: str | None = None
+    # Seconds between upstream polls after the first burst (NTP's default is 64 s).
+    ntp_poll_s: float = 64.0
+    # UDP port on which to answer SNTP (0: any free port); None: no SNTP.
+    sntp_port: int | None = None
+    sntp_host: str = "0.0.0.0"
+    # The stratum SNTP answers give with no upstream (ntpd's local clock: 8).
+    sntp_local_stratum: int = 8
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -50,12 +83,32 @@ class ServerConfig:
             raise ConfigError(f"send_queue_limit: expected at least 4, found {self.send_queue_limit}")
         if not self.overview_interval_s > 0:
             raise ConfigError(f"overview_interval_s: expected > 0, found {self.overview_interval_s}")
+        if not self.ping_budget_per_s > 0 or self.ping_burst < 1:
+            raise ConfigError(f"ping budget: expected > 0 per second and a burst >= 1, found {self.ping_budget_per_s}, {self.ping_burst}")
         if not 0 <= self.ready_share_min <= 1:
             raise ConfigError(f"ready_share_min: expected 0..1, found {self.ready_share_min}")
         if self.public_url is not None and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError(f"public_url: expected an http:// or https:// URL, found {self.public_url!r}")
         if self.organizer_token is not None and len(self.organizer_token) < 16:
             raise ConfigError("organizer_token: expected at least 16 characters")
+        if self.ntp_upstream is not None:
+            self.ntp_upstream_address  # raises ConfigError naming the option
+        if not self.ntp_poll_s > 0:
+            raise ConfigError(f"ntp_poll_s: expected > 0, found {self.ntp_poll_s}")
+        if self.sntp_port is not None and not 0 <= self.sntp_port <= 65535:
+            raise ConfigError(f"sntp_port: expected 0..65535, found {self.sntp_port}")
+        if not 1 <= self.sntp_local_stratum <= 15:
+            raise ConfigError(f"sntp_local_stratum: expected 1..15, found {self.sntp_local_stratum}")
+
+    @property
+    def ntp_upstream_address(self) -> tuple[str, int] | None:
+        """(host, port) of ``ntp_upstream``, or None without one."""
+        if self.ntp_upstream is None:
+            return None
+        try:
+            return parse_host_port(self.ntp_upstream, default_port=123)
+        except ValueError as exc:
+            raise ConfigError(f"ntp_upstream: {exc}") from None
 
     @property
     def token_path(self) -> Path:

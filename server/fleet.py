@@ -124,8 +124,7 @@ def summarize(
         if counts is None:
             counts = groups[device.group] = GroupCounts()
         session = device.session
-        estimate = session.estimate(now_ns)
-        bound_ns = None if estimate is None else estimate.bound_ns
+        bound_ns = session.bound_upper_ns(now_ns)
         rtt_ns = session.recent_rtt_ns()
         last = session.last_answer_ns
         silent_ns = None if last is None else now_ns - last

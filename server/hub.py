@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+import random
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from clock.reference import ReferenceClock
+from clock.budget import PingBudget
 from clock.session import DeviceSession
 from protocol import encode
 from protocol.errors import CLOSE_POLICY_VIOLATION
@@ -29,6 +29,7 @@ from server.showfile import ShowCue, ShowFile
 from server.show import TRANSITIONS, InvalidTransition, ShowMachine, ShowSnapshot
 from server.status import local_time, status_document
 from server.store import RECENT_EVENTS, Event, MemoryShowStore, Store, StoredShow, show_key
+from server.timebase import ServerClock, SntpResponder, UpstreamPoller
 
 log = logging.getLogger("unisono.hub")
 
@@ -57,17 +58,6 @@ class CommandRefused(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-class ServerClock:
-    """The I/O side of the reference clock: reads the monotonic clock."""
-
-    def __init__(self) -> None:
-        self.reference = ReferenceClock(time.time_ns(), time.monotonic_ns())
-
-    def now_ns(self) -> int:
-        """Server time now, in nanoseconds."""
-        return self.reference.server_ns(time.monotonic_ns())
 
 
 @dataclass(frozen=True)
@@ -196,12 +186,17 @@ class Hub:
         self.groups = GroupAssigner(show.groups, weights=show.weights, store=self.store.assignments)
         self.events: deque[Event] = deque(self.store.recent_events(RECENT_EVENTS), maxlen=RECENT_EVENTS)
         self.devices: set[Device] = set()
+        self.ping_budget = PingBudget(config.ping_budget_per_s, config.ping_burst)
+        self.rng = random.Random()
         self._fleet_cache: tuple[int, bool, Fleet] | None = None
         # The URL participants open (for the status and the QR code): the
         # configured public URL, else set by whoever knows the listening address.
         self.join_url = config.public_url or ""
         # The event loop's recent p99 lag in ms; the app plugs in its monitor.
         self.loop_lag_ms: Callable[[], float] = lambda: 0.0
+        # The NTP upstream the clock follows and the SNTP responder, when configured (the app starts them).
+        self.upstream: UpstreamPoller | None = None
+        self.sntp: SntpResponder | None = None
         # The organizer's latest announcement, encoded: sent again to every device that joins.
         self.announcement: bytes | None = None
         self._show_frames: dict[tuple[str, str], bytes] = {}
@@ -349,8 +344,12 @@ class Hub:
         self._wake.set()
 
     def clock_health(self) -> dict[str, float | str | None]:
-        """The server clock's health as the status shows it."""
-        return {"loop_lag_ms": round(self.loop_lag_ms(), 3), "upstream_offset_ms": None, "upstream": None}
+        """The server clock's health as the status shows it (upstream_offset_ms: server - upstream)."""
+        health: dict[str, float | str | None] = {"upstream_offset_ms": None, "upstream": None}
+        if self.upstream is not None:
+            health.update(self.upstream.status())
+        health["loop_lag_ms"] = round(self.loop_lag_ms(), 3)
+        return health
 
     def status(self, join_url: str | None = None) -> dict[str, object]:
         """The status document (``GET /api/status``, ``overview.status``)."""

@@ -219,7 +219,13 @@ def openapi_document() -> dict[str, Any]:
                                 "schema": {
                                     "type": "object",
                                     "required": ["text"],
-                                    "properties": {"text": {"type": "string", "minLength": 1, "maxLength": MAX_ANNOUNCEMENT_TEXT}},
+                                    "properties": {
+                                        "text": {
+                                            "type": "string",
+                                            "maxLength": MAX_ANNOUNCEMENT_TEXT,
+                                            "description": "An empty text clears the announcement on every page.",
+                                        }
+                                    },
                                     "additionalProperties": False,
                                 }
                             }

@@ -109,6 +109,10 @@ def _join(hub: Hub, ws: web.WebSocketResponse, message: object, on_sent: Callabl
     return device
 
 
+# How far (seconds) retries refused by the ping budget are spread: [routine, urgent].
+BUDGET_RETRY_SPREAD_S = (2.0, 0.5)
+
+
 def _pinger(hub: Hub, device: Device):  # type: ignore[no-untyped-def]
     """The writer's idle hook: enqueue a ping when one is due, else say how long to wait."""
     session = device.session
@@ -124,10 +128,15 @@ def _pinger(hub: Hub, device: Device):  # type: ignore[no-untyped-def]
     def idle() -> float:
         now = hub.clock.now_ns()
         wait_ns = session.next_deadline(now) - now
-        if wait_ns <= 0:
-            device.outbox.put(ping_now)
-            return 0.0
-        return wait_ns / 1e9
+        if wait_ns > 0:
+            return wait_ns / 1e9
+        urgent = session.urgent(now)
+        refused_ns = hub.ping_budget.take(now, urgent)
+        if refused_ns:
+            # Over budget: retry later, spread out so the refused do not all wake together.
+            return refused_ns / 1e9 + hub.rng.uniform(0.0, BUDGET_RETRY_SPREAD_S[urgent])
+        device.outbox.put(ping_now)
+        return 0.0
 
     return idle
 

@@ -171,9 +171,11 @@ async def test_not_json_and_bad_limits_get_a_clear_error(server: RunningServer) 
         for limit in ("0", "1001", "ten", "-1"):
             async with http.get(server.base_url + f"/api/events?limit={limit}", headers=headers) as resp:
                 assert resp.status == 400 and "limit" in (await resp.json())["message"]
-    for text in ("", "   ", "x" * 501):
-        status, answer = await call(server, "POST", "/api/announce", {"text": text})
+    for body in ({"text": "x" * 501}, {"text": 42}, {}, {"text": "hi", "to": "all"}):
+        status, answer = await call(server, "POST", "/api/announce", body)
         assert status == 400 and answer["error"] == "bad_request"
+    status, answer = await call(server, "POST", "/api/announce", {"text": ""})  # clears it
+    assert status == 200
 
 
 async def test_status_and_metrics_count_the_devices(server: RunningServer) -> None:
