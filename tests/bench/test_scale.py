@@ -1,0 +1,99 @@
+"""bench.scale: histogram and device arithmetic on literal inputs, and one small real run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from bench.scale import RunResult, device_figures, fd_plan, histogram_quantile, main, parse_metrics
+from bench.scale_client import device_offset_us, source_address
+
+
+def test_histogram_quantile_interpolates_within_the_bucket_of_the_delta() -> None:
+    """Deltas 0/50/40/10 over le 0.001/0.0025/0.005/+Inf: p50 in (0.001, 0.0025] at its top, p99 the last edge."""
+    before = {0.001: 10.0, 0.0025: 10.0, 0.005: 10.0, math.inf: 10.0}
+    after = {0.001: 10.0, 0.0025: 60.0, 0.005: 100.0, math.inf: 110.0}
+    assert histogram_quantile(0.5, before, after) == pytest.approx(0.0025)
+    assert histogram_quantile(0.25, before, after) == pytest.approx(0.001 + 0.0015 * 0.5)
+    assert histogram_quantile(0.99, before, after) == pytest.approx(0.005)
+    assert math.isnan(histogram_quantile(0.5, after, after))
+
+
+def test_parse_metrics_reads_lag_buckets_gauges_and_counters() -> None:
+    """The exposition text's lag buckets, p99 gauge, received-by-type and sent counters."""
+    text = (
+        'unisono_event_loop_lag_seconds_bucket{le="0.001"} 3.0\n'
+        'unisono_event_loop_lag_seconds_bucket{le="+Inf"} 4.0\n'
+        "unisono_event_loop_lag_p99_ms 1.5\n"
+        'unisono_messages_received_total{type="pong"} 7.0\n'
+        "unisono_messages_sent_total 9.0\n"
+        "unisono_devices_connected 2.0\n"
+    )
+    figures = parse_metrics(text)
+    assert figures["lag_buckets"] == {0.001: 3.0, math.inf: 4.0}
+    assert figures["lag_p99_ms"] == 1.5
+    assert figures["received"] == {"pong": 7.0}
+    assert figures["sent"] == 9.0
+    assert figures["devices"] == 2.0
+
+
+def row(i: int, connect_ms: float, welcome_ms: float | None, start_ms: float | None, error_us: float | None) -> dict[str, object]:
+    return {
+        "i": i,
+        "connect_ns": round(connect_ms * 1e6),
+        "first_ns": {} if welcome_ms is None else {"welcome": round(welcome_ms * 1e6)},
+        "start_ns": None if start_ms is None else round(start_ms * 1e6),
+        "error_us": error_us,
+        "bound_us": 500.0,
+        "failure": None if welcome_ms is not None else "OSError: refused",
+    }
+
+
+def test_device_figures_join_schedule_and_sync() -> None:
+    """Joins from the first connect to the last welcome; the last schedule is infinite if one device missed it."""
+    rows = [row(0, 0, 10, 1_100, 100.0), row(1, 500, 1_000, 1_300, -700.0), row(2, 900, None, None, None)]
+    result = RunResult(3, 1, "none")
+    device_figures(result, rows, command_ns=1_000_000_000)
+    assert (result.welcomed, result.failed, result.first_failure) == (2, 1, "OSError: refused")
+    assert result.last_welcome_s == pytest.approx(1.0)
+    assert result.join_per_s == pytest.approx(2.0)
+    assert result.scheduled == 2
+    assert result.schedule_p50_ms == pytest.approx(200.0)
+    assert result.schedule_max_ms == math.inf
+    assert result.sync_max_ms == pytest.approx(0.7)
+    assert result.coverage_pct == pytest.approx(100 / 3)  # 100 us covered, 700 us not, one without
+
+
+def test_sources_offsets_and_the_open_file_plan() -> None:
+    """1,000 devices per source address from 127.0.0.2; offsets seeded; the fd plan refuses past the hard limit."""
+    assert (source_address(0, 1000), source_address(999, 1000), source_address(1000, 1000)) == ("127.0.0.2",) * 2 + ("127.0.0.3",)
+    assert device_offset_us(1, 7) == device_offset_us(1, 7) != device_offset_us(1, 8)
+    assert fd_plan(10, 1) is None
+    assert "hard limit" in (fd_plan(10**9, 10**6) or "")
+
+
+def test_small_run_reports_every_figure_and_every_device_gets_the_schedule(tmp_path: Path) -> None:
+    """60 devices in 2 client processes plus a 10-device idle run: every figure present, 60/60 scheduled."""
+    out = tmp_path / "scale.json"
+    rc = main(
+        ["--devices", "60", "--clients", "2", "--steady-s", "2", "--lead-s", "2", "--join-window-s", "1",
+         "--idle-devices", "10", "--json", str(out)]
+    )  # fmt: skip
+    document = json.loads(out.read_text())
+    assert rc == 0, document
+    (run,) = document["runs"]
+    idle = document["idle"]
+    assert run["aborted"] is None and idle["aborted"] is None
+    assert run["welcomed"] == run["scheduled"] == run["sync_devices"] == 60
+    assert idle["scheduled"] == 10
+    for key in (
+        "join_per_s", "last_welcome_s", "cpu_pct", "rss_mb", "kb_per_device", "lag_p50_ms", "lag_p99_ms",
+        "schedule_p50_ms", "schedule_p99_ms", "schedule_max_ms", "sync_p50_ms", "sync_p99_ms", "sync_max_ms",
+    ):  # fmt: skip
+        assert isinstance(run[key], float) and math.isfinite(run[key]), key
+    assert math.isfinite(idle["sync_p99_ms"])
+    assert run["received_per_s"].get("pong", 0) > 0
+    assert run["coverage_pct"] > 90.0
