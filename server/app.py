@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from clock.ntp import ServerIdentity
 from server import api, poster
 from server.auth import Gate
 from server.config import WEB_ROOT, ServerConfig
@@ -18,6 +19,7 @@ from server.organizer import organizer_ws
 from server.participants import participant_ws
 from server.prepare import segment_files
 from server.store import SqliteStore, Store
+from server.timebase import UpstreamPoller, start_responder
 
 log = logging.getLogger("unisono.app")
 
@@ -98,6 +100,7 @@ def make_app(config: ServerConfig, show: ShowSpec, token: str | None = None, sto
         hub.store.close()
 
     app.cleanup_ctx.append(run_hub)
+    app.cleanup_ctx.append(_run_timebase)
     app.on_shutdown.append(_close_all)
     app.on_response_prepare.append(_revalidate_by_default)
     app.router.add_get("/", index)
@@ -111,6 +114,38 @@ def make_app(config: ServerConfig, show: ShowSpec, token: str | None = None, sto
     poster.add_routes(app)
     app.router.add_static("/", WEB_ROOT, append_version=False)
     return app
+
+
+async def _run_timebase(app: web.Application) -> AsyncIterator[None]:
+    """The NTP upstream poller and the SNTP responder, when configured; neither by default."""
+    hub, metrics, config = app[HUB], app[METRICS], app[HUB].config
+    task: asyncio.Task[None] | None = None
+    address = config.ntp_upstream_address
+    if address is not None:
+        hub.upstream = UpstreamPoller(
+            hub.clock,
+            *address,
+            poll_s=config.ntp_poll_s,
+            # A step would move a scheduled start on every phone at once.
+            may_step=lambda: hub.show.state not in ("scheduled", "playing"),
+            on_offset=metrics.set_clock_offset,
+        )
+        task = asyncio.create_task(hub.upstream.run())
+    try:
+        if config.sntp_port is not None:
+            upstream = hub.upstream
+            local = ServerIdentity.local(hub.clock.now_ns(), config.sntp_local_stratum)
+            hub.sntp = await start_responder(
+                hub.clock, upstream.identity if upstream is not None else lambda: local, config.sntp_host, config.sntp_port
+            )
+            log.info("answering SNTP on udp %s:%d", *hub.sntp.address)
+        yield
+    finally:
+        if hub.sntp is not None and hub.sntp.transport is not None:
+            hub.sntp.transport.close()
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 async def _revalidate_by_default(request: web.Request, response: web.StreamResponse) -> None:

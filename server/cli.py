@@ -127,6 +127,11 @@ async def serve(config: ServerConfig, show: ShowSpec, ready: asyncio.Event | Non
     print(f"Unisono is serving {show.title!r} ({len(show.tracks)} groups)", flush=True)
     print(f"  participants: {hub.join_url}", flush=True)
     print(f"  organizer:    http://{host}:{port}/organizer.html?token={hub.token}", flush=True)
+    if hub.sntp is not None:
+        sntp_host, sntp_port = hub.sntp.address
+        print(f"  SNTP:         udp {host if sntp_host in ('0.0.0.0', '::') else sntp_host}:{sntp_port}", flush=True)
+    if hub.upstream is not None:
+        print(f"  NTP upstream: {hub.upstream.name}, polled every {config.ntp_poll_s:g} s", flush=True)
     if ready is not None:
         ready.set()
     try:
@@ -146,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("-v", "--verbose", action="store_true", help="log every join and sample rejection")
     p_serve.add_argument("--log-format", choices=FORMATS, default="text", help="log lines as text or one JSON object a line (default: text)")
     p_serve.add_argument("--public-url", default=None, help="the URL participants open, if not this server's address (behind a proxy): printed and in the QR code")
+    p_serve.add_argument("--ntp-upstream", metavar="HOST[:PORT]", default=None, help="NTP server the server clock follows (port 123 by default); the system clock is not touched (default: none, the clock keeps its own time)")
+    p_serve.add_argument("--ntp-poll", metavar="S", type=float, default=64.0, help="seconds between upstream polls after the first burst (default: 64)")
+    p_serve.add_argument("--sntp-port", metavar="PORT", type=int, default=None, help="answer SNTP on this UDP port, for native clients and other nodes (default: off; 123 needs privileges)")
+    p_serve.add_argument("--sntp-host", metavar="ADDR", default="0.0.0.0", help="address to answer SNTP on (default: all)")
     p_serve.add_argument("--ready-share", type=float, default=0.8, help="a start with fewer ready devices than this share asks for confirmation (default: 0.8)")
     p_check = sub.add_parser("check", help="validate a show file and list every error")
     p_check.add_argument("show", type=Path, help="the show file (TOML)")
@@ -168,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_format, logging.DEBUG if args.verbose else logging.INFO)
     try:
         config = ServerConfig(
-            host=args.host, port=args.port, data_dir=args.data_dir, public_url=args.public_url, ready_share_min=args.ready_share
+            host=args.host, port=args.port, data_dir=args.data_dir, public_url=args.public_url, ready_share_min=args.ready_share,
+            ntp_upstream=args.ntp_upstream, ntp_poll_s=args.ntp_poll, sntp_port=args.sntp_port, sntp_host=args.sntp_host,
         )
     except ConfigError as exc:
         print(f"unisono: invalid option: {exc}", file=sys.stderr)
