@@ -103,8 +103,10 @@ class UpstreamPoller:
         poll_s: float = 64.0,
         may_step: Callable[[], bool] = lambda: True,
         on_offset: Callable[[float | None], None] | None = None,
+        timeout_s: float = QUERY_TIMEOUT_S,
     ) -> None:
         self.clock = clock
+        self.timeout_s = timeout_s
         self.host, self.port = host, port
         self.poll_s = poll_s
         self.may_step = may_step
@@ -185,7 +187,7 @@ class UpstreamPoller:
 
     def _exchange(self) -> ntplib.NTPStats:
         """One blocking ntplib request (in a worker thread); learns the upstream's reference id once."""
-        stats = ntplib.NTPClient().request(self.host, port=self.port, version=4, timeout=QUERY_TIMEOUT_S)
+        stats = ntplib.NTPClient().request(self.host, port=self.port, version=4, timeout=self.timeout_s)
         if self._upstream_id == UNKNOWN_ID:
             try:
                 self._upstream_id = reference_id(str(socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)[0][4][0]))

@@ -69,11 +69,13 @@ def test_hub_still_exports_server_clock() -> None:
 
 @pytest.mark.parametrize("version", [3, 4])
 async def test_ntplib_gets_a_correct_answer(responder: SntpResponder, version: int) -> None:
-    """ntplib v3 and v4: mode 4, its version echoed, stratum 8 (local clock), offset ~0 and a small delay on loopback."""
+    """ntplib v3 and v4: mode 4, its version echoed, stratum 8 (local clock), offset 0 within half the round trip, a small round trip."""
     stats = await asyncio.to_thread(ntp_query, responder.address[1], version)
     assert (stats.mode, stats.version, stats.leap, stats.stratum) == (4, version, 0, 8)
-    assert abs(stats.offset) < 0.005
-    assert 0 <= stats.delay < scaled(0.05)
+    # The true offset is 0 (the responder's clock was anchored to this wall clock a moment ago);
+    # the measured one is within half the round trip of it (the thread and the loop share 2 cores).
+    assert abs(stats.offset) <= stats.delay / 2 + 0.001
+    assert 0 <= stats.delay < scaled(0.25)
     assert stats.recv_timestamp <= stats.tx_timestamp
 
 
@@ -107,7 +109,7 @@ async def test_poller_survives_a_silent_upstream() -> None:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     clock = ServerClock()
-    poller = UpstreamPoller(clock, "127.0.0.1", port, poll_s=0.2)
+    poller = UpstreamPoller(clock, "127.0.0.1", port, poll_s=0.2, timeout_s=0.2)
     task = asyncio.create_task(poller.run())
     try:
         deadline = time.monotonic() + scaled(10)
@@ -166,8 +168,8 @@ async def test_two_nodes_agree(tmp_path: Path) -> None:
         # The same seen from outside, through both nodes' SNTP answers.
         stats_a = await asyncio.to_thread(ntp_query, hub_a.sntp.address[1])
         stats_b = await asyncio.to_thread(ntp_query, b_port)
-        assert abs(stats_b.offset - B_AHEAD_NS / 1e9) < 0.005
-        assert abs(stats_a.offset - stats_b.offset) < 0.005
+        assert abs(stats_b.offset - B_AHEAD_NS / 1e9) <= stats_b.delay / 2 + 0.001
+        assert abs(stats_a.offset - stats_b.offset) <= (stats_a.delay + stats_b.delay) / 2 + 0.005
         assert (stats_b.stratum, stats_a.stratum, stats_a.leap) == (8, 9, 0)
         assert hub_a.upstream.identity().reference_id == bytes([127, 0, 0, 1])
 
