@@ -62,6 +62,11 @@ def make_app(config: ServerConfig, show: ShowSpec, token: str | None = None, sto
     (default: the SQLite file in the data dir, ``config.state_path``).
     """
     app = web.Application()
+    redis_store = None
+    if store is None and config.redis_url is not None:
+        from server.cluster import RedisStore
+
+        store = redis_store = RedisStore(config.redis_url)
     store = store if store is not None else SqliteStore(config.state_path)
     hub = Hub(config, show, token or load_or_create_token(config), store=store)
     app[HUB] = hub
@@ -93,7 +98,14 @@ def make_app(config: ServerConfig, show: ShowSpec, token: str | None = None, sto
     async def run_hub(app: web.Application) -> AsyncIterator[None]:
         hub.log_event("server", "server_start", f"show {show.title!r}, {hub.show.state} (epoch {hub.show.snapshot.epoch})")
         tasks = [asyncio.create_task(hub.run()), asyncio.create_task(loop_lag.run())]
+        if redis_store is not None:
+            from server.cluster import ClusterLink, node_name
+
+            hub.cluster = ClusterLink(hub, redis_store, node_name(config.port))
+            tasks.append(asyncio.create_task(hub.cluster.run()))
         yield
+        if hub.cluster is not None:
+            await hub.cluster.leave()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--data-dir", type=Path, default=Path("var"), help="state and generated files (default: ./var)")
     p_serve.add_argument("-v", "--verbose", action="store_true", help="log every join and sample rejection")
     p_serve.add_argument("--log-format", choices=FORMATS, default="text", help="log lines as text or one JSON object a line (default: text)")
+    p_serve.add_argument("--redis", default=None, metavar="URL", help="run as a node of a cluster sharing the show through Redis (redis://HOST:PORT/DB); default: this server alone, state in SQLite")
     p_serve.add_argument("--public-url", default=None, help="the URL participants open, if not this server's address (behind a proxy): printed and in the QR code")
     p_serve.add_argument("--ntp-upstream", metavar="HOST[:PORT]", default=None, help="NTP server the server clock follows (port 123 by default); the system clock is not touched (default: none, the clock keeps its own time)")
     p_serve.add_argument("--ntp-poll", metavar="S", type=float, default=64.0, help="seconds between upstream polls after the first burst (default: 64)")
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_format, logging.DEBUG if args.verbose else logging.INFO)
     try:
         config = ServerConfig(
-            host=args.host, port=args.port, data_dir=args.data_dir, public_url=args.public_url, ready_share_min=args.ready_share,
+            host=args.host, port=args.port, data_dir=args.data_dir, public_url=args.public_url, redis_url=args.redis, ready_share_min=args.ready_share,
             ntp_upstream=args.ntp_upstream, ntp_poll_s=args.ntp_poll, sntp_port=args.sntp_port, sntp_host=args.sntp_host,
         )
     except ConfigError as exc:

@@ -67,6 +67,9 @@ class ServerConfig:
     public_url: str | None = None
     # The NTP server the server clock follows, "host" or "host:port" (port
     # 123 by default); None: the clock keeps its own time (wall time at start).
+    # A Redis URL (redis://HOST:PORT/DB) makes this server a node of a cluster
+    # sharing the show through Redis (server/cluster.py); None: embedded SQLite.
+    redis_url: str | None = None
     ntp_upstream: str | None = None
     # Seconds between upstream polls after the first burst (NTP's default is 64 s).
     ntp_poll_s: float = 64.0
@@ -83,6 +86,8 @@ class ServerConfig:
             raise ConfigError(f"send_queue_limit: expected at least 4, found {self.send_queue_limit}")
         if not self.overview_interval_s > 0:
             raise ConfigError(f"overview_interval_s: expected > 0, found {self.overview_interval_s}")
+        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"redis_url: expected redis://HOST:PORT/DB, found {self.redis_url!r}")
         if not self.ping_budget_per_s > 0 or self.ping_burst < 1:
             raise ConfigError(f"ping budget: expected > 0 per second and a burst >= 1, found {self.ping_budget_per_s}, {self.ping_burst}")
         if not 0 <= self.ready_share_min <= 1:

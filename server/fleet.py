@@ -9,9 +9,9 @@ the ``overview`` message and /metrics all read this one summary.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from clock.session import DeviceSession
 
@@ -90,9 +90,63 @@ class Fleet:
     def devices(self) -> int:
         return self.funnel.connected
 
+    def to_dict(self) -> dict[str, object]:
+        """JSON-compatible, for sharing with the other nodes of a cluster (bounds_ms left out)."""
+        return {
+            "groups": {name: counts.as_dict() for name, counts in self.groups.items()},
+            "funnel": self.funnel.as_dict(),
+            "bound_counts": list(self.bound_counts),
+            "bound_unknown": self.bound_unknown,
+            "laggards": [{**lag.as_dict(), "badness": lag.badness} for lag in self.laggards],
+            "lead_min_ms": self.lead_min_ms,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Fleet:
+        return cls(
+            groups={str(name): GroupCounts(**counts) for name, counts in data["groups"].items()},
+            funnel=GroupCounts(**data["funnel"]),
+            bound_counts=[int(c) for c in data["bound_counts"]],
+            bound_unknown=int(data["bound_unknown"]),
+            laggards=[Laggard(**lag) for lag in data["laggards"]],
+            lead_min_ms=int(data["lead_min_ms"]),
+        )
+
     @property
     def ready_share(self) -> float:
         return 1.0 if self.funnel.connected == 0 else self.funnel.ready / self.funnel.connected
+
+
+def merge(fleets: Sequence[Fleet]) -> Fleet:
+    """The summary of several nodes' devices as one: counts added, worst laggards and lead kept."""
+    groups: dict[str, GroupCounts] = {}
+    funnel = GroupCounts()
+    bound_counts = [0] * (len(BOUND_EDGES_MS) + 1)
+    laggards: list[Laggard] = []
+    for fleet in fleets:
+        for name, counts in fleet.groups.items():
+            _add(groups.setdefault(name, GroupCounts()), counts)
+        _add(funnel, fleet.funnel)
+        bound_counts = [a + b for a, b in zip(bound_counts, fleet.bound_counts)]
+        laggards.extend(fleet.laggards)
+    laggards.sort(key=lambda lag: -lag.badness)
+    return Fleet(
+        groups=groups,
+        funnel=funnel,
+        bound_counts=bound_counts,
+        bound_unknown=sum(f.bound_unknown for f in fleets),
+        laggards=laggards[:MAX_LAGGARDS],
+        lead_min_ms=max((f.lead_min_ms for f in fleets), default=LEAD_FLOOR_MS),
+        bounds_ms=[b for f in fleets for b in f.bounds_ms],
+    )
+
+
+def _add(target: GroupCounts, counts: GroupCounts) -> None:
+    target.connected += counts.connected
+    target.downloaded += counts.downloaded
+    target.unlocked += counts.unlocked
+    target.synced += counts.synced
+    target.ready += counts.ready
 
 
 def lead_for_rtt_ms(rtt_ms: float) -> int:

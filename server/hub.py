@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -23,13 +24,15 @@ from protocol import encode
 from protocol.errors import CLOSE_POLICY_VIOLATION
 from protocol.messages import Announcement, Overview, Ready, Show
 from server.config import ServerConfig
-from server.fleet import Fleet, summarize
-from server.groups import GroupAssigner
+from server.fleet import Fleet, merge, summarize
 from server.showfile import ShowCue, ShowFile
 from server.show import TRANSITIONS, InvalidTransition, ShowMachine, ShowSnapshot
 from server.status import local_time, status_document
 from server.store import RECENT_EVENTS, Event, MemoryShowStore, Store, StoredShow, show_key
 from server.timebase import ServerClock, SntpResponder, UpstreamPoller
+
+if TYPE_CHECKING:
+    from server.cluster import ClusterLink
 
 log = logging.getLogger("unisono.hub")
 
@@ -183,7 +186,7 @@ class Hub:
         self.store: Store = store if store is not None else MemoryShowStore()
         self._show_key = show_key(show.title, show.groups, show.duration_ns)
         self.show = ShowMachine(show.duration_ns, self._restore())
-        self.groups = GroupAssigner(show.groups, weights=show.weights, store=self.store.assignments)
+        self.groups = self.store.make_assigner(show.groups, show.weights)
         self.events: deque[Event] = deque(self.store.recent_events(RECENT_EVENTS), maxlen=RECENT_EVENTS)
         self.devices: set[Device] = set()
         self.ping_budget = PingBudget(config.ping_budget_per_s, config.ping_burst)
@@ -199,6 +202,11 @@ class Hub:
         self.sntp: SntpResponder | None = None
         # The organizer's latest announcement, encoded: sent again to every device that joins.
         self.announcement: bytes | None = None
+        stored_announcement = self.store.load_announcement()
+        if stored_announcement is not None:
+            self.announcement = encode(Announcement(text=stored_announcement[0], at_us=stored_announcement[1]))
+        # The other nodes, when this one is part of a cluster (server/cluster.py; the app sets it).
+        self.cluster: ClusterLink | None = None
         self._show_frames: dict[tuple[str, str], bytes] = {}
         self.organizers: set[Outbox] = set()
         self._wake = asyncio.Event()
@@ -229,7 +237,14 @@ class Hub:
         return event
 
     def fleet(self, keep_bounds: bool = False) -> Fleet:
-        """The connected devices summarized (funnel, bounds, laggards, safe lead), at most 250 ms old.
+        """Every node's devices summarized: this node's, plus the cluster's other nodes' if any."""
+        local = self.local_fleet(keep_bounds)
+        if self.cluster is None or not self.cluster.peers:
+            return local
+        return merge([local, *(peer.fleet for peer in self.cluster.peers.values())])
+
+    def local_fleet(self, keep_bounds: bool = False) -> Fleet:
+        """This node's devices summarized (funnel, bounds, laggards, safe lead), at most 250 ms old.
 
         A summary asks every device's estimator for its bound: with thousands
         of devices that is worth sharing between the overview, the API and /metrics.
@@ -275,6 +290,7 @@ class Hub:
         Raises InvalidTransition, or CommandRefused when the start is too soon
         or, unless ``confirm``, too few devices are ready.
         """
+        self._catch_up()
         if (self.show.state, "start") not in TRANSITIONS:
             raise InvalidTransition("start", self.show.state)
         self.check_start(start_ns, confirm, issued_ns)
@@ -286,6 +302,7 @@ class Hub:
         self, start_ns: int, who: str = "server", confirm: bool = True, issued_ns: int | None = None
     ) -> ShowSnapshot:
         """Move the scheduled start to ``start_ns``; raises like ``start_show``."""
+        self._catch_up()
         if (self.show.state, "reschedule") not in TRANSITIONS:
             raise InvalidTransition("reschedule", self.show.state)
         self.check_start(start_ns, confirm, issued_ns)
@@ -295,16 +312,52 @@ class Hub:
 
     def abort_show(self, who: str = "server") -> ShowSnapshot:
         """Abort the show; raises InvalidTransition. Tells everyone."""
+        self._catch_up()
         snapshot = self._commit(self.show.abort())
         self.log_event(who, "abort", f"epoch {snapshot.epoch}")
         return snapshot
 
-    def _commit(self, snapshot: ShowSnapshot) -> ShowSnapshot:
-        """Store the new state first, then tell every device: a restart never forgets a sent schedule."""
-        self.store.save_show(StoredShow(snapshot, self._show_key))
+    def _commit(self, snapshot: ShowSnapshot, command: bool = True) -> ShowSnapshot | None:
+        """Store the new state first, then tell every device: a restart never forgets a sent schedule.
+
+        In a cluster another node may have stored a newer state meanwhile: then
+        this node takes that one instead; a command is refused (``conflict``),
+        a clock transition (which every node makes) returns None.
+        """
+        if not self.store.save_show(StoredShow(snapshot, self._show_key)):
+            self._catch_up(force=True)
+            if command:
+                raise CommandRefused("conflict", "another organizer changed the show at the same moment: check it and try again")
+            return None
         log.info("show is %s (epoch %d, start %s)", snapshot.state, snapshot.epoch, snapshot.start_ns)
+        if self.cluster is not None:
+            self.cluster.publish_show(snapshot)
         self._announce(snapshot)
         return snapshot
+
+    def _catch_up(self, force: bool = False) -> None:
+        """In a cluster, take the stored state if another node moved it on (its message may be on its way)."""
+        if self.cluster is None and not force:
+            return
+        stored = self.store.load_show()
+        if stored is not None and (force or stored.snapshot.epoch > self.show.snapshot.epoch):
+            self.show.snapshot = stored.snapshot
+            self._announce(stored.snapshot)
+
+    def apply_snapshot(self, snapshot: ShowSnapshot) -> None:
+        """Another node changed the show: follow it if it is newer than ours, and tell our devices."""
+        if snapshot.epoch <= self.show.snapshot.epoch:
+            return
+        log.info("show is %s (epoch %d, from another node)", snapshot.state, snapshot.epoch)
+        self.show.snapshot = snapshot
+        self._announce(snapshot)
+
+    def receive_announcement(self, text: str, at_us: int) -> None:
+        """Another node sent an announcement: pass it to our devices."""
+        data = encode(Announcement(text=text, at_us=at_us))
+        self.announcement = data
+        for device in self.devices:
+            device.outbox.put(data)
 
     def show_frame(self, group: str, lang: str) -> bytes:
         """The encoded ``show`` message for ``group`` in ``lang``, made once (500 cues are worth caching)."""
@@ -320,7 +373,11 @@ class Hub:
         self.announcement = data
         for device in self.devices:
             device.outbox.put(data)
-        self.log_event(who, "announce", f"to {len(self.devices)} devices: {text}")
+        if self.cluster is not None:
+            self.cluster.publish_announcement(text, message.at_us)
+        else:
+            self.store.save_announcement(text, message.at_us)
+        self.log_event(who, "announce", f"to {self.fleet().devices} devices: {text}")
         return message
 
     def _announce(self, snapshot: ShowSnapshot) -> None:
@@ -388,8 +445,8 @@ class Hub:
         """One pass: apply due transitions, send a due overview, wait for the next event."""
         now = self.clock.now_ns()
         for snapshot in self.show.advance(now):
-            self._commit(snapshot)
-            self.log_event("server", snapshot.state, f"epoch {snapshot.epoch}")
+            if self._commit(snapshot, command=False) is not None:
+                self.log_event("server", snapshot.state, f"epoch {snapshot.epoch}")
         woken = self._wake.is_set() and now >= self._last_overview_ns + OVERVIEW_MIN_INTERVAL_NS
         if woken or now >= self._last_overview_ns + self._overview_interval_ns:
             self._wake.clear()

@@ -108,6 +108,21 @@ _STATUS = {
         },
         "join_url": {"type": "string", "description": "The URL participants open (and the QR code holds)."},
         "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}, "description": "The event log's latest lines."},
+        "nodes": {
+            "type": "array",
+            "description": "The server nodes serving the show (one without a cluster); devices counts each node's own.",
+            "items": {
+                "type": "object",
+                "required": ["node", "devices", "age_s", "loop_lag_ms", "upstream_offset_ms"],
+                "properties": {
+                    "node": {"type": "string"},
+                    "devices": {"type": "integer", "minimum": 0},
+                    "age_s": {"type": "number", "description": "How old this node's last summary is."},
+                    "loop_lag_ms": {"type": ["number", "null"]},
+                    "upstream_offset_ms": {"type": ["number", "null"]},
+                },
+            },
+        },
     },
 }
 

@@ -54,6 +54,25 @@ def event_document(event: Event) -> dict[str, Any]:
     }
 
 
+def nodes_document(hub: Hub, fleet_devices: int, now_ns: int) -> list[dict[str, Any]]:
+    """The server nodes serving the show: this one, and in a cluster the others alive."""
+    clock = hub.clock_health()
+    name = hub.cluster.node if hub.cluster is not None else "this server"
+    nodes = [{"node": name, "devices": fleet_devices, "age_s": 0.0, "loop_lag_ms": clock.get("loop_lag_ms"), "upstream_offset_ms": clock.get("upstream_offset_ms")}]
+    if hub.cluster is not None:
+        for peer in sorted(hub.cluster.peers.values(), key=lambda p: p.node):
+            nodes.append(
+                {
+                    "node": peer.node,
+                    "devices": peer.fleet.devices,
+                    "age_s": round(max(0.0, now_ns / 1e9 - peer.at_s), 1),
+                    "loop_lag_ms": peer.clock.get("loop_lag_ms"),
+                    "upstream_offset_ms": peer.clock.get("upstream_offset_ms"),
+                }
+            )
+    return nodes
+
+
 def status_document(hub: Hub, fleet: Fleet, now_ns: int, join_url: str) -> dict[str, Any]:
     """Everything the console shows, as one JSON-compatible map (the API's ``Status``)."""
     events = list(hub.events)[-STATUS_EVENTS:]
@@ -73,5 +92,6 @@ def status_document(hub: Hub, fleet: Fleet, now_ns: int, join_url: str) -> dict[
         "ready_share_min": hub.config.ready_share_min,
         "clock": hub.clock_health(),
         "join_url": join_url,
+        "nodes": nodes_document(hub, fleet_devices=hub.local_fleet().devices, now_ns=now_ns),
         "events": [event_document(event) for event in events],
     }

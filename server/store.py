@@ -15,15 +15,15 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from server.groups import AssignmentStore, MemoryStore
+from server.groups import AssignmentStore, GroupAssigner, MemoryStore
 from server.show import ShowSnapshot
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Events kept in memory for the console's live log; the database keeps them all.
 RECENT_EVENTS = 200
 
@@ -47,13 +47,21 @@ class StoredShow:
 
 
 class Store(Protocol):
-    """Where the server keeps what must survive a restart."""
+    """Where the server keeps what must survive a restart (and, in a cluster, what nodes share)."""
 
     assignments: AssignmentStore
 
+    def make_assigner(self, groups: tuple[str, ...], weights: Mapping[str, float]) -> Assigner: ...
+
     def load_show(self) -> StoredShow | None: ...
 
-    def save_show(self, stored: StoredShow) -> None: ...
+    def save_show(self, stored: StoredShow) -> bool:
+        """Store the show's state; False if a newer one is stored already (another node won)."""
+        ...
+
+    def save_announcement(self, text: str, at_us: int) -> None: ...
+
+    def load_announcement(self) -> tuple[str, int] | None: ...
 
     def log_event(self, event: Event) -> None: ...
 
@@ -62,19 +70,38 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+class Assigner(Protocol):
+    """Gives each device its group (``server.groups.GroupAssigner`` and the cluster's)."""
+
+    def assign(self, device_id: str) -> str: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+
 class MemoryShowStore:
     """Everything in memory: for tests and throwaway servers; lost when the process ends."""
 
     def __init__(self) -> None:
         self.assignments: AssignmentStore = MemoryStore()
         self._show: StoredShow | None = None
+        self._announcement: tuple[str, int] | None = None
         self._events: deque[Event] = deque(maxlen=RECENT_EVENTS * 10)
+
+    def make_assigner(self, groups: tuple[str, ...], weights: Mapping[str, float]) -> Assigner:
+        return GroupAssigner(groups, weights=weights, store=self.assignments)
 
     def load_show(self) -> StoredShow | None:
         return self._show
 
-    def save_show(self, stored: StoredShow) -> None:
+    def save_show(self, stored: StoredShow) -> bool:
         self._show = stored
+        return True
+
+    def save_announcement(self, text: str, at_us: int) -> None:
+        self._announcement = (text, at_us)
+
+    def load_announcement(self) -> tuple[str, int] | None:
+        return self._announcement
 
     def log_event(self, event: Event) -> None:
         self._events.append(event)
@@ -133,6 +160,18 @@ class SqliteStore:
             raise StoreError(f"{self.path}: written by a newer Unisono (schema {version}, this one knows {SCHEMA_VERSION})")
         if version == SCHEMA_VERSION:
             return
+        if version < 1:
+            self._create_v1()
+        self._db.executescript(
+            """
+            BEGIN;
+            CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+            PRAGMA user_version = 2;
+            COMMIT;
+            """
+        )
+
+    def _create_v1(self) -> None:
         self._db.executescript(
             """
             BEGIN;
@@ -165,7 +204,23 @@ class SqliteStore:
             raise StoreError(f"{self.path}: unknown show state {state!r}")
         return StoredShow(ShowSnapshot(epoch=int(epoch), state=state, start_ns=start_ns), str(show_key))
 
-    def save_show(self, stored: StoredShow) -> None:
+    def make_assigner(self, groups: tuple[str, ...], weights: Mapping[str, float]) -> Assigner:
+        return GroupAssigner(groups, weights=weights, store=self.assignments)
+
+    def save_announcement(self, text: str, at_us: int) -> None:
+        self._db.execute(
+            "INSERT INTO kv (key, value) VALUES ('announcement', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (json.dumps({"text": text, "at_us": at_us}),),
+        )
+
+    def load_announcement(self) -> tuple[str, int] | None:
+        row = self._db.execute("SELECT value FROM kv WHERE key = 'announcement'").fetchone()
+        if row is None:
+            return None
+        item = json.loads(row[0])
+        return str(item["text"]), int(item["at_us"])
+
+    def save_show(self, stored: StoredShow) -> bool:
         snap = stored.snapshot
         self._db.execute(
             "INSERT INTO show_state (id, epoch, state, start_ns, show_key) VALUES (1, ?, ?, ?, ?) "
@@ -173,6 +228,7 @@ class SqliteStore:
             "start_ns = excluded.start_ns, show_key = excluded.show_key",
             (snap.epoch, snap.state, snap.start_ns, stored.show_key),
         )
+        return True
 
     def log_event(self, event: Event) -> None:
         self._db.execute(

@@ -50,6 +50,8 @@ class ServerProcess:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     runs: int = 0
+    # More `unisono serve` options (e.g. --redis URL).
+    extra_args: list[str] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
@@ -71,7 +73,7 @@ class ServerProcess:
         assert self.proc is None or self.proc.poll() is not None, "the server is already running"
         self.runs += 1
         command = [sys.executable, "-m", "server.cli", "serve", str(self.show), "--host", "127.0.0.1",
-                   "--port", str(self.port), "--data-dir", str(self.data_dir)]  # fmt: skip
+                   "--port", str(self.port), "--data-dir", str(self.data_dir), *self.extra_args]  # fmt: skip
         with open(self.logs / f"server-{self.runs}.out", "wb") as out, open(self.logs / f"server-{self.runs}.err", "wb") as err:
             self.proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=out, stderr=err)
         loop = asyncio.get_running_loop()
