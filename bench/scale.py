@@ -133,6 +133,7 @@ class ProcSample:
     at_s: float
     cpu_s: float
     rss_bytes: int
+    wait_s: float = 0.0  # time runnable but waiting for a CPU (/proc/PID/schedstat, main thread)
 
 
 def proc_sample(pid: int) -> ProcSample:
@@ -145,7 +146,11 @@ def proc_sample(pid: int) -> ProcSample:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             rss_kb = int(line.split()[1])
-    return ProcSample(at_s, ticks / os.sysconf("SC_CLK_TCK"), rss_kb * 1024)
+    try:
+        wait_s = int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        wait_s = math.nan
+    return ProcSample(at_s, ticks / os.sysconf("SC_CLK_TCK"), rss_kb * 1024, wait_s)
 
 
 def cpu_percent(before: ProcSample, after: ProcSample) -> float:
@@ -222,6 +227,7 @@ class RunResult:
     join_cpu_pct: float = math.nan
     join_lag_p99_ms: float = math.nan
     cpu_pct: float = math.nan  # server, steady state, % of one core
+    cpu_wait_pct: float = math.nan  # server runnable but not running (another process had the CPU), % of wall
     clients_cpu_pct: float = math.nan  # all client processes together, steady state
     rss_before_mb: float = math.nan
     rss_mb: float = math.nan
@@ -415,6 +421,7 @@ class Run:
             b, mb, cb = proc_sample(pid), await self._metrics(), self._clients_cpu()
             window_s = b.at_s - a.at_s
             self.result.cpu_pct = cpu_percent(a, b)
+            self.result.cpu_wait_pct = 100.0 * (b.wait_s - a.wait_s) / window_s
             self.result.clients_cpu_pct = 100.0 * (cb - ca) / window_s
             self.result.rss_mb = b.rss_bytes / 2**20
             connected = mb.get("devices", self._total("welcomed"))
@@ -687,7 +694,7 @@ def format_notes(results: Sequence[RunResult]) -> str:
         lines.append(
             f"- {r.devices}: received {rates or '-'}; sent {_f(r.sent_per_s, 0)}/s; connect to welcome p50 / p99 "
             f"{_f(r.welcome_latency_p50_ms, 0)} / {_f(r.welcome_latency_p99_ms, 0)} ms; server CPU during the join "
-            f"storm {_f(r.join_cpu_pct, 0)} %, loop lag p99 then {_f(r.join_lag_p99_ms, 1)} ms; lag gauges (last 30 s) "
+            f"storm {_f(r.join_cpu_pct, 0)} %; server waiting for a CPU in steady state {_f(r.cpu_wait_pct, 0)} % of the time; loop lag p99 then {_f(r.join_lag_p99_ms, 1)} ms; lag gauges (last 30 s) "
             f"p50 / p99 {_f(r.lag_gauge_p50_ms, 2)} / {_f(r.lag_gauge_p99_ms, 2)} ms; RSS before the joins "
             f"{_f(r.rss_before_mb, 0)} MB; bound p50 {_f(r.bound_p50_ms, 2)} ms; lead {_f(r.lead_s, 0)} s; "
             f"scheduled {r.scheduled}/{r.devices}; wall {_f(r.wall_s, 0)} s"
