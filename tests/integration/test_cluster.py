@@ -67,8 +67,14 @@ async def nodes(tmp_path: Path, redis_url: str) -> AsyncIterator[list[ServerProc
         write_tone_wav(tmp_path / f"{group}.wav", TRACK_S)
     show = tmp_path / "show.toml"
     show.write_text(SMALL_SHOW_TOML, encoding="utf-8")
+    # One clock for all: node 0 answers SNTP, the others follow it as their NTP upstream.
+    sntp_port = free_port()
+    clock_args = [["--sntp-host", "127.0.0.1", "--sntp-port", str(sntp_port)]] + [
+        ["--ntp-upstream", f"127.0.0.1:{sntp_port}", "--ntp-poll", "2"]
+    ] * (NODES - 1)
     processes = [
-        ServerProcess(show, tmp_path / f"node{i}", tmp_path / f"logs{i}", extra_args=["--redis", redis_url]) for i in range(NODES)
+        ServerProcess(show, tmp_path / f"node{i}", tmp_path / f"logs{i}", extra_args=["--redis", redis_url, *clock_args[i]])
+        for i in range(NODES)
     ]
     # Every node must accept the same organizer token: one token file, copied to each data dir.
     for p in processes:
@@ -81,6 +87,12 @@ async def nodes(tmp_path: Path, redis_url: str) -> AsyncIterator[list[ServerProc
     finally:
         for p in processes:
             p.stop()
+
+
+def free_sntp(nodes: list[ServerProcess]) -> str:
+    """The SNTP port node 0 answers on (from its command line)."""
+    args = nodes[0].extra_args
+    return args[args.index("--sntp-port") + 1]
 
 
 async def announcement_at_join(url: str) -> str:
@@ -134,6 +146,15 @@ async def test_one_start_reaches_every_node_and_a_dead_nodes_devices(nodes: list
 
         status = await cluster_view()
         assert sorted(n["devices"] for n in status["nodes"]) == [PER_NODE] * NODES
+        # Every follower's reference agrees with the upstream (node 0) within a few ms.
+        for node in nodes[1:]:
+            for _ in range(int(scaled(100))):
+                clock = (await node.get("/api/status"))["clock"]
+                if clock["state"] != "unsynchronized":
+                    break
+                await asyncio.sleep(0.1)
+            assert clock["state"] != "unsynchronized" and clock["upstream"] == f"127.0.0.1:{free_sntp(nodes)}", clock
+            assert abs(clock["upstream_offset_ms"]) < 5, clock
 
         # One start on node 1; every device on every node gets the same schedule.
         started = await nodes[1].post("/api/start", {"in_s": scaled(6), "confirm": True})
