@@ -242,6 +242,7 @@ class OffsetEstimator:
         # The latest estimate made, for cheap upper bounds between samples (see bound_upper_ns).
         self._latest: ClockEstimate | None = None
         self.steps = 0  # clock steps detected (window restarts)
+        self.fits = 0  # fits made: a new one means a new estimate to tell
         # Device resolution: the largest known one that divides every stamp's
         # distance from the first stamp (a coarse clock floors its readings).
         self._stamp_origin: int | None = None
@@ -398,6 +399,7 @@ class OffsetEstimator:
         return abs(sample.offset_ns - estimate.offset_ns) <= sample.delay_ns / 2 + estimate.bound_ns + slack
 
     def _refit(self, now_ns: int) -> None:
+        self.fits += 1
         cfg = self.config
         while self._samples and now_ns - self._samples[0].server_mid_ns > cfg.max_age_ns:
             self._in_window.discard(self._samples.popleft())

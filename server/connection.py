@@ -16,7 +16,6 @@ from server.hub import Outbox
 log = logging.getLogger("unisono.connection")
 
 NowFn = Callable[[], int]
-IdleFn = Callable[[], float | None]
 
 # The websocket heartbeat catches a peer that vanished without closing (idle
 # participants are probed by the server's pings every few seconds anyway).
@@ -59,23 +58,11 @@ async def close_for(ws: web.WebSocketResponse, exc: BaseException) -> None:
         await ws.close(code=CLOSE_INTERNAL_ERROR, message=b"internal error")
 
 
-async def drain(outbox: Outbox, idle: IdleFn | None = None) -> None:
-    """Send what the outbox holds until the connection ends.
-
-    ``idle(now)`` is called when the queue is empty; it returns how long to wait
-    (seconds) for the next item before calling it again, and may enqueue.
-    """
+async def drain(outbox: Outbox) -> None:
+    """Send what the outbox holds, in order, until the connection ends."""
     queue = outbox.queue
     try:
         while not outbox.ws.closed:
-            timeout = idle() if idle is not None and queue.empty() else None
-            try:
-                item = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                try:
-                    item = await asyncio.wait_for(queue.get(), timeout)
-                except TimeoutError:
-                    continue
-            await outbox.send_one(item)
+            await outbox.send_one(await queue.get())
     except (ConnectionError, RuntimeError):
         pass  # the peer went away; the reader side notices and cleans up

@@ -25,6 +25,7 @@ from protocol.errors import CLOSE_POLICY_VIOLATION
 from protocol.messages import Announcement, Overview, Ready, Show
 from server.config import ServerConfig
 from server.fleet import Fleet, merge, summarize
+from server.pinger import PingScheduler
 from server.showfile import ShowCue, ShowFile
 from server.show import TRANSITIONS, InvalidTransition, ShowMachine, ShowSnapshot
 from server.status import local_time, status_document
@@ -159,6 +160,11 @@ class Device:
     output_latency_us: int | None = None
     wake_lock: bool | None = None
     visible: bool | None = None
+    # The outbox item that stamps and encodes a ping when sent (server/pinger.py sets it).
+    ping_now: Callable[[], bytes | None] | None = None
+    # The estimator's fit count and server time of the last estimate sent.
+    sent_fits: int = -1
+    sent_estimate_ns: int = 0
 
     def receive_ready(self, ready: Ready) -> None:
         """Keep what the device's latest ``ready`` says."""
@@ -191,6 +197,7 @@ class Hub:
         self.devices: set[Device] = set()
         self.ping_budget = PingBudget(config.ping_budget_per_s, config.ping_burst)
         self.rng = random.Random()
+        self.pinger = PingScheduler(self, self.rng)
         self._fleet_cache: tuple[int, bool, Fleet] | None = None
         # The URL participants open (for the status and the QR code): the
         # configured public URL, else set by whoever knows the listening address.
@@ -390,10 +397,12 @@ class Hub:
 
     def add_device(self, device: Device) -> None:
         self.devices.add(device)
+        self.pinger.register(device)
         self.changed()
 
     def remove_device(self, device: Device) -> None:
         self.devices.discard(device)
+        self.pinger.forget(device)
         self.changed()
 
     def changed(self) -> None:

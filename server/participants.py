@@ -19,7 +19,7 @@ from clock.sample import Sample
 from clock.session import DeviceSession
 from protocol import MAX_PARTICIPANT_MESSAGE, PROTOCOL_VERSION, decode, encode
 from protocol.errors import UnexpectedMessage, UnsupportedVersion
-from protocol.messages import PARTICIPANT_TO_SERVER, Estimate, Join, Ping, Pong, Ready, Welcome
+from protocol.messages import PARTICIPANT_TO_SERVER, Estimate, Join, Pong, Ready, Welcome
 from server.connection import HEARTBEAT_S, TRANSPORT_MAX_FRAME, close_for, drain, frames
 from server.hub import Device, Hub, Outbox
 from server.showfile import language_of
@@ -45,7 +45,9 @@ async def participant_ws(request: web.Request) -> web.WebSocketResponse:
 
     hub: Hub = request.app[HUB]
     metrics = request.app[METRICS]
-    ws = web.WebSocketResponse(max_msg_size=TRANSPORT_MAX_FRAME, heartbeat=HEARTBEAT_S)
+    # No permessage-deflate: frames of a few dozen bytes gain nothing, and the
+    # per-connection zlib state cost ~150 KB and half the CPU per message.
+    ws = web.WebSocketResponse(max_msg_size=TRANSPORT_MAX_FRAME, heartbeat=HEARTBEAT_S, compress=False)
     await ws.prepare(request)
     device: Device | None = None
     writer: asyncio.Task[None] | None = None
@@ -55,7 +57,7 @@ async def participant_ws(request: web.Request) -> web.WebSocketResponse:
             metrics.count_received(message.TYPE)
             if device is None:
                 device = _join(hub, ws, message, metrics.count_sent)
-                writer = asyncio.create_task(drain(device.outbox, _pinger(hub, device)))
+                writer = asyncio.create_task(drain(device.outbox))
             elif isinstance(message, Pong):
                 _receive_pong(hub, device, message, received_ns)
             elif isinstance(message, Ready):
@@ -109,44 +111,24 @@ def _join(hub: Hub, ws: web.WebSocketResponse, message: object, on_sent: Callabl
     return device
 
 
-# How far (seconds) retries refused by the ping budget are spread: [routine, urgent].
-BUDGET_RETRY_SPREAD_S = (2.0, 0.5)
-
-
-def _pinger(hub: Hub, device: Device):  # type: ignore[no-untyped-def]
-    """The writer's idle hook: enqueue a ping when one is due, else say how long to wait."""
-    session = device.session
-
-    def ping_now() -> bytes | None:
-        now = hub.clock.now_ns()
-        due = session.poll(now)
-        if due is None:
-            return None
-        seq, t0_ns = due
-        return encode(Ping(seq=seq, t0_us=t0_ns // 1000))
-
-    def idle() -> float:
-        now = hub.clock.now_ns()
-        wait_ns = session.next_deadline(now) - now
-        if wait_ns > 0:
-            return wait_ns / 1e9
-        urgent = session.urgent(now)
-        refused_ns = hub.ping_budget.take(now, urgent)
-        if refused_ns:
-            # Over budget: retry later, spread out so the refused do not all wake together.
-            return refused_ns / 1e9 + hub.rng.uniform(0.0, BUDGET_RETRY_SPREAD_S[urgent])
-        device.outbox.put(ping_now)
-        return 0.0
-
-    return idle
+# A device hears an estimate at least this often while it answers pings.
+ESTIMATE_REFRESH_NS = 10_000_000_000
 
 
 def _receive_pong(hub: Hub, device: Device, pong: Pong, received_ns: int) -> None:
     session: DeviceSession = device.session
     result = session.receive_pong(pong.seq, pong.t0_us, pong.t1_us * 1000, pong.t2_us * 1000, received_ns)
+    hub.pinger.reschedule(device)  # an answer may bring the next ping forward
     if not isinstance(result, Sample):
         log.debug("device %s: sample rejected: %s", device.device_id, result.value)
         return
+    # An estimate goes out when the sample changed the fit (PROTOCOL.md: after
+    # each pong that improved the server's knowledge), and at least every
+    # ESTIMATE_REFRESH_NS so the device's bound stays fresh.
+    fits = session.estimator.fits
+    if fits == device.sent_fits and received_ns - device.sent_estimate_ns < ESTIMATE_REFRESH_NS:
+        return
     estimate = session.estimate(received_ns)
     if estimate is not None:
+        device.sent_fits, device.sent_estimate_ns = fits, received_ns
         device.outbox.put(encode(estimate_message(estimate)))

@@ -1,0 +1,130 @@
+"""One timer for every device's pings: a heap of deadlines served by one task.
+
+Each device's session says when its next ping is due (``next_deadline``); a
+per-connection timer for that (one ``wait_for`` per wait) was the largest
+asyncio cost per message with thousands of phones. Here one task sleeps until
+the earliest deadline, asks the ping budget (``clock.budget``) and puts a ping
+in the device's outbox; the outbox's writer stamps and sends it. Entries are
+never removed from the heap: an entry whose device left, or that a newer entry
+for the same device replaced, is skipped when it comes up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from protocol import encode
+from protocol.messages import Ping
+
+if TYPE_CHECKING:
+    from server.hub import Device, Hub
+
+# _sleeping_until while the loop works (no wake-up needed) and while the heap is empty.
+NOT_SLEEPING = -(2**63)
+EMPTY = 2**63
+
+# How far (seconds) retries refused by the ping budget are spread: [routine, urgent].
+BUDGET_RETRY_SPREAD_S = (2.0, 0.5)
+
+
+class PingScheduler:
+    """Every device's next ping, in deadline order (server nanoseconds)."""
+
+    def __init__(self, hub: Hub, rng: random.Random | None = None) -> None:
+        self.hub = hub
+        self.rng = rng or random.Random()
+        # (due_ns, tie-breaker, device, generation)
+        self._heap: list[tuple[int, int, Device, int]] = []
+        self._order = itertools.count()
+        self._generation: dict[Device, int] = {}
+        self._wake = asyncio.Event()
+        # The deadline the run loop sleeps until (ns): an earlier new entry wakes it.
+        self._sleeping_until = NOT_SLEEPING
+
+    def __len__(self) -> int:
+        return len(self._generation)
+
+    def schedule(self, device: Device, due_ns: int) -> None:
+        """(Re)plan ``device``'s next ping check at ``due_ns``; replaces any earlier plan."""
+        generation = self._generation.get(device, 0) + 1
+        self._generation[device] = generation
+        heapq.heappush(self._heap, (due_ns, next(self._order), device, generation))
+        if due_ns < self._sleeping_until:
+            self._wake.set()
+
+    def register(self, device: Device) -> None:
+        """A device joined: plan its first ping now."""
+        device.ping_now = self._ping_maker(device)
+        self.schedule(device, self.hub.clock.now_ns())
+
+    def reschedule(self, device: Device) -> None:
+        """The device's session changed (a pong came): plan from its new deadline."""
+        if device in self._generation:
+            now = self.hub.clock.now_ns()
+            self.schedule(device, device.session.next_deadline(now))
+
+    def forget(self, device: Device) -> None:
+        """The device left: its entries are skipped from now on."""
+        self._generation.pop(device, None)
+
+    def _ping_maker(self, device: Device) -> Callable[[], bytes | None]:
+        """What the outbox calls right before sending: stamps t0 as late as possible, plans the next."""
+        session = device.session
+        clock = self.hub.clock
+
+        def ping_now() -> bytes | None:
+            now = clock.now_ns()
+            due = session.poll(now)
+            if due is not None:
+                seq, t0_ns = due
+                data = encode(Ping(seq=seq, t0_us=t0_ns // 1000))
+            else:
+                data = None
+            if device in self._generation:
+                self.schedule(device, session.next_deadline(now))
+            return data
+
+        return ping_now
+
+    async def run(self) -> None:
+        """Serve deadlines until cancelled."""
+        heap = self._heap
+        clock = self.hub.clock
+        budget = self.hub.ping_budget
+        while True:
+            now = clock.now_ns()
+            while heap and heap[0][0] <= now:
+                _, _, device, generation = heapq.heappop(heap)
+                if self._generation.get(device) != generation:
+                    continue  # left, or replanned since
+                session = device.session
+                deadline = session.next_deadline(now)
+                if deadline > now:
+                    self.schedule(device, deadline)
+                    continue
+                urgent = session.urgent(now)
+                refused_ns = budget.take(now, urgent)
+                if refused_ns:
+                    spread_ns = int(self.rng.uniform(0.0, BUDGET_RETRY_SPREAD_S[urgent]) * 1e9)
+                    self.schedule(device, now + refused_ns + spread_ns)
+                    continue
+                # Planned again by ping_now once sent (or by a pong); until then no entry.
+                self._generation[device] = generation + 1
+                device.outbox.put(device.ping_now)
+            self._wake.clear()
+            if heap:
+                self._sleeping_until = heap[0][0]
+                timeout: float | None = max(0.0, (heap[0][0] - clock.now_ns()) / 1e9)
+            else:
+                self._sleeping_until = EMPTY
+                timeout = None
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+            self._sleeping_until = NOT_SLEEPING
