@@ -98,6 +98,7 @@ def make_app(config: ServerConfig, show: ShowSpec, token: str | None = None, sto
     async def run_hub(app: web.Application) -> AsyncIterator[None]:
         hub.log_event("server", "server_start", f"show {show.title!r}, {hub.show.state} (epoch {hub.show.snapshot.epoch})")
         tasks = [asyncio.create_task(hub.run()), asyncio.create_task(hub.pinger.run()), asyncio.create_task(loop_lag.run())]
+        tasks.append(asyncio.create_task(hub.summarize_forever()))
         if redis_store is not None:
             from server.cluster import ClusterLink, node_name
 

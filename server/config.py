@@ -57,7 +57,7 @@ class ServerConfig:
     organizer_token: str | None = None
     # Clock exchanges per second all devices share (clock/budget.py), and how
     # many may go at once. About 200 us of server CPU each.
-    ping_budget_per_s: float = 3000.0
+    ping_budget_per_s: float = 1500.0
     ping_burst: int = 600
     # A start when fewer than this share of the connected devices are ready
     # (downloaded, audio unlocked, bound <= synced_bound_us) needs confirming.

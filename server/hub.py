@@ -43,6 +43,11 @@ OVERVIEW_MIN_INTERVAL_NS = 100_000_000
 
 # How long a fleet summary is reused (see Hub.fleet).
 FLEET_CACHE_NS = 250_000_000
+# Large fleets: summarized in slices of this many devices, every FLEET_REFRESH_S,
+# and a summary is used up to FLEET_STALE_NS old.
+FLEET_SLICE = 500
+FLEET_REFRESH_S = 0.5
+FLEET_STALE_NS = 3_000_000_000
 
 # An item in an outbox: bytes to send, or a function called right before the
 # send that returns the bytes (or None to send nothing). Pings use the latter
@@ -251,20 +256,40 @@ class Hub:
         return merge([local, *(peer.fleet for peer in self.cluster.peers.values())])
 
     def local_fleet(self, keep_bounds: bool = False) -> Fleet:
-        """This node's devices summarized (funnel, bounds, laggards, safe lead), at most 250 ms old.
+        """This node's devices summarized (funnel, bounds, laggards, safe lead).
 
-        A summary asks every device's estimator for its bound: with thousands
-        of devices that is worth sharing between the overview, the API and /metrics.
+        A summary asks every device's estimator for its bound. Small fleets are
+        summarized on demand (reused for 250 ms); a fleet of thousands is
+        summarized by ``summarize_forever`` in slices between other work, and
+        its latest summary (at most about a second old) is what callers get.
         """
         now_ns = self.clock.now_ns()
         cached = self._fleet_cache
-        if cached is not None and now_ns - cached[0] < FLEET_CACHE_NS and (cached[1] or not keep_bounds):
-            return cached[2]
+        if cached is not None and (cached[1] or not keep_bounds):
+            age_ns = now_ns - cached[0]
+            if age_ns < FLEET_CACHE_NS or (len(self.devices) > FLEET_SLICE and age_ns < FLEET_STALE_NS):
+                return cached[2]
         fleet = summarize(
             self.devices, now_ns, self.show_spec.groups, self.config.synced_bound_us * 1000, keep_bounds=keep_bounds
         )
         self._fleet_cache = (now_ns, keep_bounds, fleet)
         return fleet
+
+    async def summarize_forever(self) -> None:
+        """Keep a fresh summary of a large fleet, FLEET_SLICE devices at a time. Runs until cancelled."""
+        groups, synced_ns = self.show_spec.groups, self.config.synced_bound_us * 1000
+        while True:
+            await asyncio.sleep(FLEET_REFRESH_S)
+            devices = list(self.devices)
+            if len(devices) <= FLEET_SLICE:
+                continue  # summarized on demand
+            parts = []
+            for begin in range(0, len(devices), FLEET_SLICE):
+                now_ns = self.clock.now_ns()
+                live = [d for d in devices[begin : begin + FLEET_SLICE] if d in self.devices]
+                parts.append(summarize(live, now_ns, groups, synced_ns, keep_bounds=True))
+                await asyncio.sleep(0)  # let pongs in between slices
+            self._fleet_cache = (self.clock.now_ns(), True, merge(parts))
 
     def check_start(self, start_ns: int, confirm: bool, issued_ns: int | None = None) -> Fleet:
         """Raise CommandRefused unless a start at server time ``start_ns`` is safe (or confirmed).

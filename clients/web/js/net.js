@@ -23,13 +23,14 @@ export const PERMANENT_ERRORS = new Set(['unsupported_version', 'not_authorized'
 
 export const DEVICE_ID_KEY = 'unisono.device_id';
 
-// A ready whose only news is the bound or the latency waits this long after
+// A ready whose only news is the bound waits this long after
 // the last one (PROTOCOL.md, `ready`): the bound grows every moment, and the
 // server keeps its own bound for every device; 15,000 phones re-sending it
 // every 5 s were 3,000 messages a second for nothing.
 export const READY_MIN_INTERVAL_MS = 30000;
-const READY_FLAGS = ['loaded', 'unlocked', 'wake_lock', 'visible'];
-const READY_NUMBERS = ['bound_us', 'output_latency_us'];
+// Sent at once when they change (output_latency_us changes when the participant
+// sets a headphone delay or the output device changes: news, and rare).
+const READY_AT_ONCE = ['loaded', 'unlocked', 'wake_lock', 'visible', 'output_latency_us'];
 
 /** The ready message's fields from the page's readiness: unknown values become null, numbers are rounded. */
 export function readyFields(readiness) {
@@ -52,15 +53,15 @@ export function readyFields(readiness) {
 /**
  * Whether a ready with fields `next` is due, given the last one sent (`sent`,
  * null if none) at `sentAtMs`, now `nowMs`: at once when a flag or the whole
- * percent of `downloaded` changed, after READY_MIN_INTERVAL_MS when only the
- * bound or the latency did, never when nothing changed.
+ * percent of `downloaded` or the output latency changed, after
+ * READY_MIN_INTERVAL_MS when only the bound did, never when nothing changed.
  */
 export function readyDue(sent, next, nowMs, sentAtMs) {
   if (sent == null) return true;
   const percent = (fraction) => (fraction == null ? null : Math.floor(fraction * 100));
-  if (READY_FLAGS.some((key) => sent[key] !== next[key])) return true;
+  if (READY_AT_ONCE.some((key) => sent[key] !== next[key])) return true;
   if (percent(sent.downloaded) !== percent(next.downloaded)) return true;
-  if (READY_NUMBERS.every((key) => sent[key] === next[key])) return false;
+  if (sent.bound_us === next.bound_us) return false;
   return nowMs - sentAtMs >= READY_MIN_INTERVAL_MS;
 }
 
