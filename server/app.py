@@ -99,6 +99,10 @@ def make_app(config: ServerConfig, show: ShowSpec, token: str | None = None, sto
         hub.log_event("server", "server_start", f"show {show.title!r}, {hub.show.state} (epoch {hub.show.snapshot.epoch})")
         tasks = [asyncio.create_task(hub.run()), asyncio.create_task(hub.pinger.run()), asyncio.create_task(loop_lag.run())]
         tasks.append(asyncio.create_task(hub.summarize_forever()))
+        if config.gc_freeze:
+            from server import gcpolicy
+
+            tasks.append(asyncio.create_task(gcpolicy.manage(lambda: hub.show.state in ("scheduled", "playing"))))
         if redis_store is not None:
             from server.cluster import ClusterLink, node_name
 

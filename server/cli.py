@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import dataclasses
 import logging
 import socket
@@ -20,8 +19,6 @@ from server.logs import FORMATS, configure_logging
 from server.showfile import ShowFile, ShowFileInvalid, load_show
 
 DEMO_SHOW_PATH = Path(__file__).with_name("demo_show.toml")
-# Allocations between young-generation collections (CPython's default: 700).
-GC_GEN0_THRESHOLD = 50_000
 
 
 def demo_show_file(data_dir: Path) -> ShowFile:
@@ -122,12 +119,6 @@ async def serve(config: ServerConfig, show: ShowSpec, ready: asyncio.Event | Non
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()
-    # Thousands of sessions are thousands of long-lived objects: move what
-    # exists at start out of the collector's sight and collect young objects
-    # less often, so a full collection does not stall the loop (and every
-    # timestamp with it) for tens of milliseconds.
-    gc.freeze()
-    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 100)
     port = runner.addresses[0][1] if runner.addresses else config.port
     host = lan_address() if config.host in ("0.0.0.0", "::", "") else config.host
     hub = app[HUB]
@@ -187,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_format, logging.DEBUG if args.verbose else logging.INFO)
     try:
         config = ServerConfig(
-            host=args.host, port=args.port, data_dir=args.data_dir, public_url=args.public_url, redis_url=args.redis, ready_share_min=args.ready_share,
+            host=args.host, port=args.port, data_dir=args.data_dir, public_url=args.public_url, redis_url=args.redis, gc_freeze=True, ready_share_min=args.ready_share,
             ntp_upstream=args.ntp_upstream, ntp_poll_s=args.ntp_poll, sntp_port=args.sntp_port, sntp_host=args.sntp_host,
         )
     except ConfigError as exc:

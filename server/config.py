@@ -59,6 +59,9 @@ class ServerConfig:
     # many may go at once. About 200 us of server CPU each.
     ping_budget_per_s: float = 1500.0
     ping_burst: int = 600
+    # Manage the garbage collector for a long-running process with many
+    # phones (server/gcpolicy.py); process-wide, so `unisono serve` turns it on.
+    gc_freeze: bool = False
     # A start when fewer than this share of the connected devices are ready
     # (downloaded, audio unlocked, bound <= synced_bound_us) needs confirming.
     ready_share_min: float = 0.8

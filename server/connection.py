@@ -26,14 +26,61 @@ HEARTBEAT_S = 30.0
 TRANSPORT_MAX_FRAME = 64 * 1024
 
 
-async def frames(ws: web.WebSocketResponse, now_ns: NowFn) -> AsyncIterator[tuple[bytes, int]]:
-    """Yield ``(data, receipt_ns)`` for each binary frame, stamped on arrival.
+class Arrivals:
+    """When a connection's latest bytes arrived, stamped as the socket hands them over.
+
+    A frame is handled after everything queued before it on the event loop;
+    under load that is milliseconds after its bytes arrived. The stamp of the
+    latest chunk read (taken before aiohttp parses it) is never earlier than
+    the arrival of any frame still waiting, so it is a valid receive time
+    (``t3``), and much closer than the clock read when the frame is handled.
+    """
+
+    def __init__(self, transport: asyncio.BaseTransport | None, now_ns: NowFn) -> None:
+        self.latest_ns = now_ns()
+        self.stamping = False
+        if transport is None or transport.is_closing():
+            return
+        inner = transport.get_protocol()
+        if isinstance(inner, asyncio.BufferedProtocol) or not isinstance(inner, asyncio.Protocol):
+            return  # stamped on handling instead
+        transport.set_protocol(_Stamping(inner, self, now_ns))
+        self.stamping = True
+
+
+class _Stamping(asyncio.Protocol):
+    """Stands between the transport and aiohttp's protocol: stamps each chunk, passes everything on."""
+
+    def __init__(self, inner: asyncio.Protocol, arrivals: Arrivals, now_ns: NowFn) -> None:
+        self.inner = inner
+        self.arrivals = arrivals
+        self.now_ns = now_ns
+
+    def data_received(self, data: bytes) -> None:
+        self.arrivals.latest_ns = self.now_ns()
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+async def frames(ws: web.WebSocketResponse, now_ns: NowFn, arrivals: Arrivals | None = None) -> AsyncIterator[tuple[bytes, int]]:
+    """Yield ``(data, receipt_ns)`` for each binary frame: stamped at arrival when ``arrivals`` is given, else on handling.
 
     Raises MalformedMessage for a text frame; ends when the peer closes.
     """
     while True:
         msg = await ws.receive()
-        received_ns = now_ns()
+        received_ns = now_ns() if arrivals is None else arrivals.latest_ns
         if msg.type == WSMsgType.BINARY:
             yield msg.data, received_ns
         elif msg.type == WSMsgType.TEXT:

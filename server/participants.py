@@ -20,7 +20,7 @@ from clock.session import DeviceSession
 from protocol import MAX_PARTICIPANT_MESSAGE, PROTOCOL_VERSION, decode, encode
 from protocol.errors import UnexpectedMessage, UnsupportedVersion
 from protocol.messages import PARTICIPANT_TO_SERVER, Estimate, Join, Pong, Ready, Welcome
-from server.connection import HEARTBEAT_S, TRANSPORT_MAX_FRAME, close_for, drain, frames
+from server.connection import HEARTBEAT_S, Arrivals, TRANSPORT_MAX_FRAME, close_for, drain, frames
 from server.hub import Device, Hub, Outbox
 from server.showfile import language_of
 
@@ -52,11 +52,13 @@ async def participant_ws(request: web.Request) -> web.WebSocketResponse:
     device: Device | None = None
     writer: asyncio.Task[None] | None = None
     try:
-        async for data, received_ns in frames(ws, hub.clock.now_ns):
+        arrivals = Arrivals(request.transport, hub.clock.now_ns)
+        async for data, received_ns in frames(ws, hub.clock.now_ns, arrivals):
             message = decode(data, PARTICIPANT_TO_SERVER, MAX_PARTICIPANT_MESSAGE)
             metrics.count_received(message.TYPE)
             if device is None:
                 device = _join(hub, ws, message, metrics.count_sent)
+                device.early_stamps = arrivals.stamping
                 writer = asyncio.create_task(drain(device.outbox))
             elif isinstance(message, Pong):
                 _receive_pong(hub, device, message, received_ns)

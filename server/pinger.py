@@ -28,6 +28,14 @@ if TYPE_CHECKING:
 NOT_SLEEPING = -(2**63)
 EMPTY = 2**63
 
+# Deadlines handled in one pass before the loop lets other work in (after a
+# join storm thousands come due at once).
+MAX_PER_PASS = 200
+
+# The share of the ping budget routine pings are planned to use; the rest is
+# left to joiners and devices whose bound is above target.
+ROUTINE_SHARE = 0.7
+
 # How far (seconds) retries refused by the ping budget are spread: [routine, urgent].
 BUDGET_RETRY_SPREAD_S = (2.0, 0.5)
 
@@ -45,6 +53,8 @@ class PingScheduler:
         self._wake = asyncio.Event()
         # The deadline the run loop sleeps until (ns): an earlier new entry wakes it.
         self._sleeping_until = NOT_SLEEPING
+        # Routine pings are spaced this many times their interval (see _update_stretch).
+        self.stretch = 1.0
 
     def __len__(self) -> int:
         return len(self._generation)
@@ -67,6 +77,16 @@ class PingScheduler:
         if device in self._generation:
             now = self.hub.clock.now_ns()
             self.schedule(device, device.session.next_deadline(now))
+
+    def _update_stretch(self) -> None:
+        """How much to space routine pings: what the devices would ask over what the budget gives them."""
+        devices = len(self._generation)
+        if devices == 0:
+            self.stretch = 1.0
+            return
+        sparse_s = self.hub.config.polling.sparse_interval_ns / 1e9
+        routine_rate = ROUTINE_SHARE * self.hub.ping_budget.rate_per_s
+        self.stretch = max(1.0, devices / sparse_s / routine_rate)
 
     def forget(self, device: Device) -> None:
         """The device left: its entries are skipped from now on."""
@@ -98,7 +118,10 @@ class PingScheduler:
         budget = self.hub.ping_budget
         while True:
             now = clock.now_ns()
-            while heap and heap[0][0] <= now:
+            self._update_stretch()
+            handled = 0
+            while heap and heap[0][0] <= now and handled < MAX_PER_PASS:
+                handled += 1
                 _, _, device, generation = heapq.heappop(heap)
                 if self._generation.get(device) != generation:
                     continue  # left, or replanned since
@@ -108,6 +131,12 @@ class PingScheduler:
                     self.schedule(device, deadline)
                     continue
                 urgent = session.urgent(now)
+                if not urgent and self.stretch > 1.0 and session.last_send_ns is not None:
+                    # A crowd: routine pings spaced out so that they fit the budget.
+                    stretched = session.last_send_ns + int(session.polling.sparse_interval_ns * self.stretch)
+                    if stretched > now:
+                        self.schedule(device, stretched)
+                        continue
                 refused_ns = budget.take(now, urgent)
                 if refused_ns:
                     spread_ns = int(self.rng.uniform(0.0, BUDGET_RETRY_SPREAD_S[urgent]) * 1e9)
@@ -116,6 +145,9 @@ class PingScheduler:
                 # Planned again by ping_now once sent (or by a pong); until then no entry.
                 self._generation[device] = generation + 1
                 device.outbox.put(device.ping_now)
+            if handled >= MAX_PER_PASS:
+                await asyncio.sleep(0)  # more are due: let pongs in first
+                continue
             self._wake.clear()
             if heap:
                 self._sleeping_until = heap[0][0]

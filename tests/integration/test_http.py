@@ -56,3 +56,26 @@ async def test_service_worker_at_the_root_and_modules_revalidated(server: Runnin
         for path in ("/", "/js/offline.js", "/css/unisono.css", "/vendor/msgpack/index.mjs"):
             async with http.get(f"{server.base_url}{path}") as resp:
                 assert resp.status == 200 and resp.headers["Cache-Control"] == "no-cache", path
+
+
+async def test_frames_to_an_idle_connection_are_written_at_once(server: RunningServer) -> None:
+    """The hot path's two shortcuts around aiohttp are in use: frames written at once (Outbox._write_now
+    on aiohttp's frame writer) and arrival stamps (connection.Arrivals on the transport). If an aiohttp
+    upgrade broke what they rely on, both would silently fall back to the slow path."""
+    import asyncio
+
+    from bench.devices import SimClock, SimDevice
+
+    device = SimDevice(SimClock(0), server.hub.clock.now_ns, name="direct")
+    task = asyncio.create_task(device.run(server.ws_url))
+    try:
+        await asyncio.wait_for(device.joined.wait(), 5)
+        server.hub.start_show(server.hub.clock.now_ns() + 3_000_000_000)
+        await asyncio.wait_for(device.scheduled.wait(), 5)
+        (joined,) = server.hub.devices
+        assert joined.outbox.direct_writes > 0
+        # And pongs are stamped as their bytes arrive, not when the handler gets to them.
+        assert joined.early_stamps
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
