@@ -40,6 +40,30 @@ class DeviceView(Protocol):
     loaded: bool
     unlocked: bool
     downloaded: float | None
+    wake_lock: bool | None
+    visible: bool | None
+    output_latency_us: int | None
+
+
+@dataclass
+class PhoneCounts:
+    """What the phones report of themselves (``ready``): screen kept on, page hidden, output latency."""
+
+    wake_lock: int = 0
+    hidden: int = 0
+    latency_reported: int = 0
+    # Sum of the reported latencies (us), for the mean.
+    latency_sum_us: int = 0
+
+    def as_dict(self) -> dict[str, int | float | None]:
+        mean = None if not self.latency_reported else round(self.latency_sum_us / self.latency_reported / 1000, 1)
+        return {"wake_lock": self.wake_lock, "hidden": self.hidden, "latency_reported": self.latency_reported, "latency_mean_ms": mean}
+
+    def add(self, other: PhoneCounts) -> None:
+        self.wake_lock += other.wake_lock
+        self.hidden += other.hidden
+        self.latency_reported += other.latency_reported
+        self.latency_sum_us += other.latency_sum_us
 
 
 @dataclass
@@ -85,6 +109,7 @@ class Fleet:
     laggards: list[Laggard]
     lead_min_ms: int
     bounds_ms: list[float] = field(default_factory=list)
+    phones: PhoneCounts = field(default_factory=PhoneCounts)
 
     @property
     def devices(self) -> int:
@@ -99,6 +124,12 @@ class Fleet:
             "bound_unknown": self.bound_unknown,
             "laggards": [{**lag.as_dict(), "badness": lag.badness} for lag in self.laggards],
             "lead_min_ms": self.lead_min_ms,
+            "phones": {
+                "wake_lock": self.phones.wake_lock,
+                "hidden": self.phones.hidden,
+                "latency_reported": self.phones.latency_reported,
+                "latency_sum_us": self.phones.latency_sum_us,
+            },
         }
 
     @classmethod
@@ -110,6 +141,7 @@ class Fleet:
             bound_unknown=int(data["bound_unknown"]),
             laggards=[Laggard(**lag) for lag in data["laggards"]],
             lead_min_ms=int(data["lead_min_ms"]),
+            phones=PhoneCounts(**data.get("phones", {})),
         )
 
     @property
@@ -123,7 +155,9 @@ def merge(fleets: Sequence[Fleet]) -> Fleet:
     funnel = GroupCounts()
     bound_counts = [0] * (len(BOUND_EDGES_MS) + 1)
     laggards: list[Laggard] = []
+    phones = PhoneCounts()
     for fleet in fleets:
+        phones.add(fleet.phones)
         for name, counts in fleet.groups.items():
             _add(groups.setdefault(name, GroupCounts()), counts)
         _add(funnel, fleet.funnel)
@@ -138,6 +172,7 @@ def merge(fleets: Sequence[Fleet]) -> Fleet:
         laggards=laggards[:MAX_LAGGARDS],
         lead_min_ms=max((f.lead_min_ms for f in fleets), default=LEAD_FLOOR_MS),
         bounds_ms=[b for f in fleets for b in f.bounds_ms],
+        phones=phones,
     )
 
 
@@ -172,8 +207,16 @@ def summarize(
     unknown = 0
     laggards: list[Laggard] = []
     bounds_ms: list[float] = []
+    phones = PhoneCounts()
     worst_rtt_ns = 0
     for device in devices:
+        if device.wake_lock:
+            phones.wake_lock += 1
+        if device.visible is False:
+            phones.hidden += 1
+        if device.output_latency_us is not None:
+            phones.latency_reported += 1
+            phones.latency_sum_us += device.output_latency_us
         counts = groups.get(device.group)
         if counts is None:
             counts = groups[device.group] = GroupCounts()
@@ -212,6 +255,7 @@ def summarize(
         laggards=laggards[:MAX_LAGGARDS],
         lead_min_ms=lead_for_rtt_ms(worst_rtt_ns / 1e6),
         bounds_ms=bounds_ms,
+        phones=phones,
     )
 
 

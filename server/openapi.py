@@ -64,6 +64,18 @@ _STATUS = {
             "description": "connected -> downloaded -> audio unlocked -> error bound <= 10 ms, over all groups. "
             "ready = all three at once.",
         },
+        "phones": {
+            "type": "object",
+            "description": "What the phones report of themselves in `ready`: holding a screen wake lock, page hidden, "
+            "output latency reported (and its mean, ms).",
+            "required": ["wake_lock", "hidden", "latency_reported", "latency_mean_ms"],
+            "properties": {
+                "wake_lock": {"type": "integer", "minimum": 0},
+                "hidden": {"type": "integer", "minimum": 0},
+                "latency_reported": {"type": "integer", "minimum": 0},
+                "latency_mean_ms": {"type": ["number", "null"]},
+            },
+        },
         "bounds": {
             "type": "object",
             "required": ["edges_ms", "counts", "unknown"],

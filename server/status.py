@@ -85,6 +85,7 @@ def status_document(hub: Hub, fleet: Fleet, now_ns: int, join_url: str) -> dict[
         "devices": fleet.devices,
         "groups": {name: counts.as_dict() for name, counts in fleet.groups.items()},
         "funnel": fleet.funnel.as_dict(),
+        "phones": fleet.phones.as_dict(),
         "bounds": {"edges_ms": list(BOUND_EDGES_MS), "counts": fleet.bound_counts, "unknown": fleet.bound_unknown},
         "laggards": [laggard.as_dict() for laggard in fleet.laggards],
         "lead_min_ms": fleet.lead_min_ms,

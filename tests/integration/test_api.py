@@ -190,6 +190,8 @@ async def test_status_and_metrics_count_the_devices(server: RunningServer) -> No
         assert doc["funnel"]["connected"] == 3 and doc["funnel"]["synced"] == 3
         assert sum(doc["bounds"]["counts"]) + doc["bounds"]["unknown"] == 3
         assert doc["lead_min_ms"] >= 1000 and doc["join_url"] == server.base_url + "/"
+        # These simulated phones report neither a wake lock, nor visibility, nor an output latency.
+        assert doc["phones"] == {"wake_lock": 0, "hidden": 0, "latency_reported": 0, "latency_mean_ms": None}
         async with aiohttp.ClientSession() as http:
             async with http.get(server.base_url + "/metrics") as resp:
                 text = await resp.text()

@@ -135,3 +135,9 @@ test('API answers: success, a confirmation for not_ready, the message and code f
   assert.deepEqual(apiOutcome(400, { error: 'too_soon', message: 'lead under 2.1 s' }), { error: 'lead under 2.1 s (too_soon)' });
   assert.deepEqual(apiOutcome(502, null), { error: 'HTTP 502' });
 });
+
+test('the phones line reports wake locks, hidden pages and output latency, in both languages', () => {
+  const phones = { wake_lock: 3, hidden: 1, latency_reported: 2, latency_mean_ms: 41.5 };
+  assert.equal(TEXTS.en.phones(phones), 'screen kept on: 3 · page hidden: 1 · output latency reported: 2 (mean 41.5 ms)');
+  assert.match(TEXTS.fr.phones({ ...phones, latency_mean_ms: null }), /^écran maintenu allumé : 3 · page cachée : 1 · latence de sortie connue : 2$/);
+});

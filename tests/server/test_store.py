@@ -68,3 +68,26 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(StoreError, match="newer Unisono"):
         SqliteStore(path)
+
+
+def test_fleet_summaries_merge_across_nodes() -> None:
+    """A cluster's view adds the nodes' counts, keeps the worst laggards and the longest safe lead."""
+    from server.fleet import Fleet, GroupCounts, Laggard, PhoneCounts, merge
+
+    def node(connected: int, ready: int, lead: int, lag: float) -> Fleet:
+        return Fleet(
+            groups={"red": GroupCounts(connected=connected, ready=ready)},
+            funnel=GroupCounts(connected=connected, ready=ready),
+            bound_counts=[connected, 0, 0, 0, 0, 0, 0, 0],
+            bound_unknown=0,
+            laggards=[Laggard("abcdefgh", "red", 30.0, 90.0, "bound 30.0 ms", lag)],
+            lead_min_ms=lead,
+            phones=PhoneCounts(wake_lock=connected, latency_reported=1, latency_sum_us=40_000),
+        )
+
+    one, two = node(3, 2, 1000, 30.0), node(5, 5, 2500, 80.0)
+    merged = merge([one, Fleet.from_dict(two.to_dict())])
+    assert merged.devices == 8 and merged.funnel.ready == 7 and merged.groups["red"].connected == 8
+    assert merged.bound_counts[0] == 8 and merged.lead_min_ms == 2500
+    assert [lag.badness for lag in merged.laggards] == [80.0, 30.0]
+    assert merged.phones.as_dict() == {"wake_lock": 8, "hidden": 0, "latency_reported": 2, "latency_mean_ms": 40.0}

@@ -28,7 +28,7 @@ for (const element of document.querySelectorAll('[data-t]')) element.textContent
 const token = new URLSearchParams(location.search).get('token') ?? '';
 const $ = (id) => document.getElementById(id);
 const view = {
-  showTitle: $('show-title'), connection: $('connection'), error: $('error'),
+  showTitle: $('show-title'), connection: $('connection'), error: $('error'), phones: $('phones'),
   state: $('state'), countdown: $('countdown'), startTime: $('start-time'),
   lead: $('lead'), start: $('start'), reschedule: $('reschedule'), leadMin: $('lead-min'),
   at: $('at'), startAt: $('start-at'), rescheduleAt: $('reschedule-at'),
@@ -135,6 +135,7 @@ function renderStatus(status) {
   }
 
   view.readyShare.textContent = texts.readyShare(...readyPercents(status));
+  view.phones.textContent = status.phones ? texts.phones(status.phones) : '';
   view.funnel.replaceChildren(...funnelRows(status).map((line) => {
     const tr = document.createElement('tr');
     if (line.total) tr.className = 'total';
