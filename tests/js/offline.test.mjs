@@ -5,7 +5,8 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 
 import {
-  SHELL_URLS, SESSION_KEY, SESSION_MAX_AGE_US, showUrls, downloadedFraction, downloadAll, saveSession, loadSession,
+  SHELL_URLS, SESSION_KEY, SESSION_MAX_AGE_US, showUrls, showSizes, downloadedFraction, downloadAll, saveSession, loadSession,
+  UNKNOWN_FILE_BYTES,
 } from '../../clients/web/js/offline.js';
 
 const WEB = new URL('../../clients/web/', import.meta.url).pathname;
@@ -82,6 +83,21 @@ test('downloadAll fetches only what the cache lacks and reports progress after e
   // Offline: nothing new, the held files still count.
   const again = await downloadAll(cache, ['u1', 'u2', 'u3', 'u4'], async () => { throw new TypeError('offline'); });
   assert.equal(again, 0.75);
+});
+
+test('progress counts bytes: segment sizes from the manifest, other files a nominal size', async () => {
+  const manifest = { segments: [{ url: 's0.mp3', bytes: 240000 }, { url: 's1.mp3', bytes: 240000 }] };
+  const sizes = showSizes('https://show.example', '/tracks/a.json', manifest);
+  assert.deepEqual([...sizes.entries()], [
+    ['https://show.example/tracks/s0.mp3', 240000], ['https://show.example/tracks/s1.mp3', 240000],
+  ]);
+  const urls = ['https://show.example/index.html', 'https://show.example/tracks/s0.mp3', 'https://show.example/tracks/s1.mp3'];
+  const progress = [];
+  const fraction = await downloadAll(new FakeCache([]), urls, async (url) => ({ ok: true, url }), (f) => progress.push(f), sizes);
+  const total = UNKNOWN_FILE_BYTES + 480000;
+  assert.deepEqual(progress, [0, UNKNOWN_FILE_BYTES / total, (UNKNOWN_FILE_BYTES + 240000) / total, 1]);
+  assert.equal(fraction, 1);
+  assert.equal(showSizes('https://show.example', '/tracks/b.wav').size, 0);
 });
 
 class FakeStorage {

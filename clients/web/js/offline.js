@@ -71,7 +71,25 @@ export function showUrls(origin, trackUrl, manifest = null) {
   return [...new Set(urls)];
 }
 
-/** The fraction (0..1) of `total` files held, `done` of them; 0 when there is nothing to count yet. */
+/**
+ * The size in bytes of each file whose size is known before downloading it:
+ * a segment manifest states every segment's. Progress counts bytes, so a
+ * one-hour show does not read 50 % after its small page files.
+ */
+export function showSizes(origin, trackUrl, manifest = null) {
+  const sizes = new Map();
+  if (!manifest) return sizes;
+  const track = new URL(trackUrl, origin).href;
+  for (const segment of manifest.segments) {
+    if (Number.isFinite(segment.bytes) && segment.bytes > 0) sizes.set(new URL(segment.url, track).href, segment.bytes);
+  }
+  return sizes;
+}
+
+// What a file of unknown size (the page, a module, the manifest) counts for, in bytes.
+export const UNKNOWN_FILE_BYTES = 16 * 1024;
+
+/** The fraction (0..1) of `total` held, `done` of it; 0 when there is nothing to count yet. */
 export function downloadedFraction(done, total) {
   if (!(total > 0)) return 0;
   return Math.min(1, Math.max(0, done / total));
@@ -80,12 +98,16 @@ export function downloadedFraction(done, total) {
 /**
  * Put every URL of `urls` into `cache` (a Cache: match/put) that it does not
  * hold yet, one at a time, calling onProgress(fraction) after each. `fetchFn`
- * is fetch. Resolves to the fraction held at the end (1 when all succeeded);
- * a failed file is skipped (the next call tries it again).
+ * is fetch. The fraction counts bytes: `sizes` (see showSizes) gives the known
+ * ones, any other file counts UNKNOWN_FILE_BYTES. Resolves to the fraction
+ * held at the end (1 when all succeeded); a failed file is skipped (the next
+ * call tries it again).
  */
-export async function downloadAll(cache, urls, fetchFn, onProgress = () => {}) {
+export async function downloadAll(cache, urls, fetchFn, onProgress = () => {}, sizes = new Map()) {
+  const weight = (url) => sizes.get(url) ?? UNKNOWN_FILE_BYTES;
+  const total = urls.reduce((sum, url) => sum + weight(url), 0);
   let done = 0;
-  onProgress(downloadedFraction(done, urls.length));
+  onProgress(downloadedFraction(done, total));
   for (const url of urls) {
     let held = (await cache.match(url)) !== undefined;
     if (!held) {
@@ -99,10 +121,10 @@ export async function downloadAll(cache, urls, fetchFn, onProgress = () => {}) {
         // Offline or the server gone: counted as missing, tried again next time.
       }
     }
-    if (held) done += 1;
-    onProgress(downloadedFraction(done, urls.length));
+    if (held) done += weight(url);
+    onProgress(downloadedFraction(done, total));
   }
-  return downloadedFraction(done, urls.length);
+  return downloadedFraction(done, total);
 }
 
 /**

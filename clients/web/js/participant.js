@@ -12,7 +12,7 @@ import { participantState, syncText, countdownText, pageLanguage, TEXTS } from '
 import { CueTimer, textColourOn } from './cues.js';
 import { deviceNowUs } from './deviceclock.js';
 import { PROTOCOL_VERSION } from './protocol.js';
-import { OFFLINE_CACHE, downloadAll, loadSession, saveSession, showUrls } from './offline.js';
+import { OFFLINE_CACHE, downloadAll, loadSession, saveSession, showSizes, showUrls } from './offline.js';
 import { loadManualLatencyMs, saveManualLatencyMs, wakeLockWanted } from './phone.js';
 import { fetchManifest } from './chain.js';
 import { checkManifest, isManifestUrl } from './segments.js';
@@ -197,10 +197,11 @@ async function downloadShow(trackUrl) {
     const urls = showUrls(location.origin, trackUrl, manifest);
     // Without its manifest a segmented track's segments are still unknown: not done yet.
     const cap = manifest === null && isManifestUrl(url) ? 0.99 : 1;
+    const sizes = showSizes(location.origin, trackUrl, manifest);
     fraction = Math.min(cap, await downloadAll(cache, urls, fetch, (value) => {
       hook.downloaded = Math.min(cap, value);
       render();
-    }));
+    }, sizes));
   } catch (error) {
     console.warn(`offline download: ${error.message}`);
   } finally {
