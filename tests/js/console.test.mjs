@@ -141,3 +141,17 @@ test('the phones line reports wake locks, hidden pages and output latency, in bo
   assert.equal(TEXTS.en.phones(phones), 'screen kept on: 3 · page hidden: 1 · output latency reported: 2 (mean 41.5 ms)');
   assert.match(TEXTS.fr.phones({ ...phones, latency_mean_ms: null }), /^écran maintenu allumé : 3 · page cachée : 1 · latence de sortie connue : 2$/);
 });
+
+test('a cluster lists its nodes in the clock panel; a single server does not', () => {
+  const base = { server_time: '2026-11-28T21:00:00.000+01:00', timezone: 'CET (UTC+01:00)', clock: { loop_lag_ms: 1.2, upstream_offset_ms: null } };
+  const single = clockLines({ ...base, nodes: [{ node: 'this server', devices: 3, age_s: 0, loop_lag_ms: 1.2, upstream_offset_ms: null }] }, EN);
+  assert.equal(single.length, 3);
+  const nodes = [
+    { node: 'a:8081:1', devices: 2, age_s: 0, loop_lag_ms: 1, upstream_offset_ms: null },
+    { node: 'b:8082:2', devices: 1, age_s: 3.5, loop_lag_ms: 2, upstream_offset_ms: 0.04 },
+  ];
+  const lines = clockLines({ ...base, nodes }, EN);
+  assert.equal(lines.length, 5);
+  assert.equal(lines[3][0], 'Server nodes: 2');
+  assert.match(lines[4][1], /^b:8082:2: 1 phone, loop lag .*, upstream .*, seen 3.5 s ago$/);
+});

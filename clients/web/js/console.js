@@ -76,6 +76,8 @@ export const TEXTS = Object.freeze({
     serverTime: 'Server time',
     loopLag: 'Event loop lag (p99)',
     upstream: 'Upstream offset',
+    nodes: (count) => `Server nodes: ${count}`,
+    node: (n) => `${n.node}: ${n.devices} phone${n.devices === 1 ? '' : 's'}, loop lag ${formatMs(n.loop_lag_ms)}${n.upstream_offset_ms == null ? '' : `, upstream ${formatMs(n.upstream_offset_ms)}`}${n.age_s > 2 ? `, seen ${n.age_s} s ago` : ''}`,
     noUpstream: 'no upstream server',
     events: 'Event log',
     time: 'time',
@@ -143,6 +145,8 @@ export const TEXTS = Object.freeze({
     serverTime: 'Heure du serveur',
     loopLag: 'Retard de la boucle (p99)',
     upstream: 'Écart à la référence',
+    nodes: (count) => `Nœuds serveur : ${count}`,
+    node: (n) => `${n.node} : ${n.devices} téléphone${n.devices > 1 ? 's' : ''}, retard de boucle ${formatMs(n.loop_lag_ms)}${n.upstream_offset_ms == null ? '' : `, écart ${formatMs(n.upstream_offset_ms)}`}${n.age_s > 2 ? `, vu il y a ${n.age_s} s` : ''}`,
     noUpstream: 'pas de serveur de référence',
     events: 'Journal',
     time: 'heure',
@@ -242,11 +246,15 @@ export function clockLines(status, texts) {
   const upstream = clock.upstream_offset_ms == null
     ? texts.noUpstream
     : `${formatMs(clock.upstream_offset_ms)}${clock.upstream ? ` (${clock.upstream})` : ''}`;
-  return [
+  const lines = [
     [texts.serverTime, `${clockPart(status?.server_time)} · ${status?.timezone ?? ''}`],
     [texts.loopLag, formatMs(clock.loop_lag_ms)],
     [texts.upstream, upstream],
   ];
+  // A cluster: one line per node (a single server lists only itself).
+  const nodes = status?.nodes ?? [];
+  if (nodes.length > 1) nodes.forEach((node, i) => lines.push([i === 0 ? texts.nodes(nodes.length) : '', texts.node(node)]));
+  return lines;
 }
 
 /** "ready share" as a whole percent and the threshold, for texts.readyShare. */
