@@ -121,6 +121,11 @@ class DeviceSession:
         """The longest of the latest few round trips (server time), or None before any answer."""
         return max(self._rtts_ns) if self._rtts_ns else None
 
+    @property
+    def last_send_ns(self) -> int | None:
+        """Server time of the latest ping sent, or None before the first."""
+        return self._last_send_ns
+
     def urgent(self, now_ns: int) -> bool:
         """Whether the next ping is urgent: the session is in its burst or its bound is above target."""
         return self._interval_ns(now_ns) != self.polling.sparse_interval_ns

@@ -15,6 +15,7 @@ import asyncio
 import heapq
 import itertools
 import random
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -36,8 +37,9 @@ MAX_PER_PASS = 200
 # left to joiners and devices whose bound is above target.
 ROUTINE_SHARE = 0.7
 
-# How far (seconds) retries refused by the ping budget are spread: [routine, urgent].
-BUDGET_RETRY_SPREAD_S = (2.0, 0.5)
+# When the ping budget is spent, the scheduler sleeps at least this long (ns)
+# before asking again, so pings go out in small batches rather than one per wake-up.
+BUDGET_WAIT_NS = 2_000_000
 
 
 class PingScheduler:
@@ -53,6 +55,8 @@ class PingScheduler:
         self._wake = asyncio.Event()
         # The deadline the run loop sleeps until (ns): an earlier new entry wakes it.
         self._sleeping_until = NOT_SLEEPING
+        # Routine pings refused by the budget, (device, generation) in deadline order.
+        self._parked: deque[tuple[Device, int]] = deque()
         # Routine pings are spaced this many times their interval (see _update_stretch).
         self.stretch = 1.0
 
@@ -111,6 +115,27 @@ class PingScheduler:
 
         return ping_now
 
+    def _send(self, device: Device, generation: int) -> None:
+        """Hand ``device``'s ping to its outbox; ping_now (or a pong) plans the next, until then no entry."""
+        self._generation[device] = generation + 1
+        device.outbox.put(device.ping_now)
+
+    def _serve_parked(self, now: int) -> int:
+        """Send parked routine pings while the budget grants them; 0, or ns until it may grant the next."""
+        parked = self._parked
+        budget = self.hub.ping_budget
+        while parked:
+            device, generation = parked[0]
+            if self._generation.get(device) != generation:
+                parked.popleft()  # left, or replanned by a pong since
+                continue
+            refused_ns = budget.take(now, device.session.urgent(now))
+            if refused_ns:
+                return refused_ns
+            parked.popleft()
+            self._send(device, generation)
+        return 0
+
     async def run(self) -> None:
         """Serve deadlines until cancelled."""
         heap = self._heap
@@ -120,9 +145,13 @@ class PingScheduler:
             now = clock.now_ns()
             self._update_stretch()
             handled = 0
+            # When the budget next grants an urgent ping (None: not refused in this pass).
+            urgent_wait_ns: int | None = None
+            routine_wait_ns = self._serve_parked(now)
             while heap and heap[0][0] <= now and handled < MAX_PER_PASS:
                 handled += 1
-                _, _, device, generation = heapq.heappop(heap)
+                entry = heapq.heappop(heap)
+                device, generation = entry[2], entry[3]
                 if self._generation.get(device) != generation:
                     continue  # left, or replanned since
                 session = device.session
@@ -137,24 +166,41 @@ class PingScheduler:
                     if stretched > now:
                         self.schedule(device, stretched)
                         continue
-                refused_ns = budget.take(now, urgent)
-                if refused_ns:
-                    spread_ns = int(self.rng.uniform(0.0, BUDGET_RETRY_SPREAD_S[urgent]) * 1e9)
-                    self.schedule(device, now + refused_ns + spread_ns)
+                if not urgent and (routine_wait_ns or self._parked):
+                    self._parked.append((device, generation))  # behind the routine pings already waiting
                     continue
-                # Planned again by ping_now once sent (or by a pong); until then no entry.
-                self._generation[device] = generation + 1
-                device.outbox.put(device.ping_now)
-            if handled >= MAX_PER_PASS:
+                refused_ns = budget.take(now, urgent)
+                if not refused_ns:
+                    self._send(device, generation)
+                elif urgent:
+                    # The bucket is empty: every due device waits for it in
+                    # deadline order, in the heap (one retry per device and
+                    # refusal made a join storm spin through the heap).
+                    heapq.heappush(heap, entry)
+                    urgent_wait_ns = refused_ns
+                    break
+                else:
+                    # Only the urgent pings' reserve is left: routine ones wait in turn.
+                    self._parked.append((device, generation))
+                    routine_wait_ns = refused_ns
+            if urgent_wait_ns is None and handled >= MAX_PER_PASS:
                 await asyncio.sleep(0)  # more are due: let pongs in first
                 continue
             self._wake.clear()
-            if heap:
-                self._sleeping_until = heap[0][0]
-                timeout: float | None = max(0.0, (heap[0][0] - clock.now_ns()) / 1e9)
-            else:
+            wake_ns = EMPTY
+            if urgent_wait_ns is not None:
+                wake_ns = now + max(urgent_wait_ns, BUDGET_WAIT_NS)
+            elif heap:
+                wake_ns = heap[0][0]
+            if routine_wait_ns and self._parked:
+                wake_ns = min(wake_ns, now + max(routine_wait_ns, BUDGET_WAIT_NS))
+            if wake_ns == EMPTY:
                 self._sleeping_until = EMPTY
-                timeout = None
+                timeout: float | None = None
+            else:
+                # A new entry due before a budget wait ends need not wake the loop.
+                self._sleeping_until = wake_ns if urgent_wait_ns is None else NOT_SLEEPING
+                timeout = max(0.0, (wake_ns - clock.now_ns()) / 1e9)
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except TimeoutError:
