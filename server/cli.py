@@ -19,6 +19,11 @@ from server.logs import FORMATS, configure_logging
 from server.showfile import ShowFile, ShowFileInvalid, load_show
 
 DEMO_SHOW_PATH = Path(__file__).with_name("demo_show.toml")
+# Connections the kernel holds for accept (capped by net.core.somaxconn). At
+# aiohttp's default of 128, a join storm of 1,500 connects a second overflowed
+# it during every loop stall of a few hundred ms (nstat ListenOverflows), and
+# each dropped connect waited 1, 3, 7 s for its SYN retry: welcome p99 11 s.
+LISTEN_BACKLOG = 4096
 
 
 def demo_show_file(data_dir: Path) -> ShowFile:
@@ -117,7 +122,7 @@ async def serve(config: ServerConfig, show: ShowSpec, ready: asyncio.Event | Non
     app = make_app(config, show, load_or_create_token(config))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
+    site = web.TCPSite(runner, config.host, config.port, backlog=LISTEN_BACKLOG)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else config.port
     host = lan_address() if config.host in ("0.0.0.0", "::", "") else config.host
