@@ -359,6 +359,7 @@ class Run:
         self.k_ns = 0
         self.py_spy: str | None = None
         self.profile_path: Path | None = None
+        self.rows_path: Path | None = None  # where every device's row goes (JSON lines), if anywhere
 
     async def execute(self, tmp: Path) -> RunResult:
         started = time.monotonic()
@@ -452,6 +453,10 @@ class Run:
             # 4. reports
             rows = await self._collect_reports()
             device_figures(self.result, rows, command_ns)
+            if self.rows_path is not None:
+                with self.rows_path.open("w", encoding="utf-8") as out:
+                    for row in rows:
+                        out.write(json.dumps(row) + "\n")
             if self.profile_path is not None:
                 self.log(f"  server profile: {self.profile_path}")
 
@@ -748,6 +753,8 @@ async def run_all(args: argparse.Namespace) -> tuple[list[RunResult], RunResult 
             run = Run(config, log)
             if not is_idle:
                 run.py_spy = spy
+            if args.rows is not None:
+                run.rows_path = args.rows.with_name(f"{args.rows.stem}-{devices}{'-idle' if is_idle else ''}{args.rows.suffix}")
             result = await run.execute(Path(tmp))
             if result.aborted:
                 log(f"  ABORTED: {result.aborted}")
@@ -774,6 +781,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compression", choices=("deflate", "none"), default="deflate",
                         help="offer permessage-deflate as browsers do (default), or not")  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="py-spy record the server during steady state (py-spy on PATH)")
+    parser.add_argument("--rows", type=Path, default=None,
+                        help="write each device's row (JSON lines) to PATH-N.jsonl, N the run's device count")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="write every figure to this JSON file")
     parser.add_argument("--out", type=Path, default=None, help="append the command, date, machine and table to this file")
     args = parser.parse_args(argv)
