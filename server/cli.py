@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--ntp-poll", metavar="S", type=float, default=64.0, help="seconds between upstream polls after the first burst (default: 64)")
     p_serve.add_argument("--sntp-port", metavar="PORT", type=int, default=None, help="answer SNTP on this UDP port, for native clients and other nodes (default: off; 123 needs privileges)")
     p_serve.add_argument("--sntp-host", metavar="ADDR", default="0.0.0.0", help="address to answer SNTP on (default: all)")
+    p_serve.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help="event loop: asyncio's own or uvloop (Linux and macOS; default: asyncio)")
     p_serve.add_argument("--ready-share", type=float, default=0.8, help="a start with fewer ready devices than this share asks for confirmation (default: 0.8)")
     p_check = sub.add_parser("check", help="validate a show file and list every error")
     p_check.add_argument("show", type=Path, help="the show file (TOML)")
@@ -198,8 +199,16 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         show_file = loaded
     show = ShowSpec.from_file(prepared(show_file, config.data_dir))
+    run = asyncio.run
+    if args.loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            print("unisono: --loop uvloop: uvloop is not installed (pip install uvloop)", file=sys.stderr)
+            return 2
+        run = uvloop.run
     try:
-        asyncio.run(serve(config, show))
+        run(serve(config, show))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
