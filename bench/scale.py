@@ -2,7 +2,9 @@
 
     python -m bench.scale [--devices 1000[,5000,...]] [--clients K] [--steady-s 30]
                           [--lead-s 5] [--join-window-s 10] [--idle-devices 50]
-                          [--compression deflate|none] [--json PATH] [--out bench/RESULTS.md]
+                          [--compression deflate|none] [--loop asyncio[,uvloop]] [--rows PATH]
+                          [--nodes N] [--redis]
+                          [--json PATH] [--out bench/RESULTS.md]
 
 For each N in ``--devices`` (and first for ``--idle-devices``, the idle
 reference), a fresh server is started as a subprocess
@@ -32,6 +34,14 @@ Truth is the server's own clock (``clock/reference.py``: wall time at start +
 CLOCK_MONOTONIC since), which every process here reads as
 ``time.monotonic_ns() + k_ns``; see ``bench.scale_client``.
 
+Cluster (``--nodes N``, or ``--redis`` for one node): a private
+``redis-server`` on a free loopback port (nothing saved), N server processes
+``serve --redis URL`` with node 0's organizer token copied into the others'
+data dirs; device i connects to node i % N, the start is sent to node 0. The
+table then has a row for the cluster (CPU and memory summed over the nodes,
+loop lag the worst node's, schedule and sync over every device) and one per
+node (its own process and devices).
+
 Only 127.0.0.0/8 is ever used. Every run has a hard timeout, and the server and
 every client process are killed (by pid) when it ends, whatever happened.
 The clients share the machine's cores with the server: on a 2-core machine the
@@ -51,6 +61,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -218,6 +229,7 @@ class RunResult:
     devices: int
     clients: int
     compression: str
+    loop: str = "asyncio"  # the server's event loop (serve --loop)
     welcomed: int = 0
     failed: int = 0
     first_failure: str | None = None
@@ -253,6 +265,10 @@ class RunResult:
     coverage_pct: float = math.nan  # share of devices with |error| <= bound
     wall_s: float = math.nan
     aborted: str | None = None  # why the run stopped early, if it did
+    nodes: int = 1
+    # With several nodes: each node's own figures (its devices, its process); the
+    # fields above are then the whole cluster's (CPU and memory summed, lag the worst node's).
+    node_results: list[RunResult] = field(default_factory=list)
 
 
 def _pct(values: Sequence[float], q: float) -> float:
@@ -305,11 +321,14 @@ class RunConfig:
     join_window_s: float
     compression: str
     seed: int = 1
+    loop: str = "asyncio"
+    nodes: int = 1  # server processes; more than one needs redis
+    redis: bool = False  # serve --redis against a private redis-server
 
     @property
     def timeout_s(self) -> float:
         return (
-            SERVER_START_TIMEOUT_S
+            SERVER_START_TIMEOUT_S * (2 if self.nodes > 1 else 1)  # node 0, then the others together
             + CLIENT_START_TIMEOUT_S
             + self.join_window_s
             + JOIN_GRACE_S
@@ -325,21 +344,78 @@ def auto_clients(devices: int) -> int:
     return max(1, math.ceil(devices / DEVICES_PER_CLIENT))
 
 
-def fd_plan(devices: int, clients: int) -> str | None:
-    """None if the hard open-file limit holds the server's and each client's sockets, else why not."""
+def fd_plan(devices: int, clients: int, nodes: int = 1) -> str | None:
+    """None if the hard open-file limit holds each server's and each client's sockets, else why not."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard == resource.RLIM_INFINITY:
         return None
-    need = devices + SERVER_FD_MARGIN
+    per_node = math.ceil(devices / nodes)
+    need = per_node + SERVER_FD_MARGIN
     if need > hard:
         return (
-            f"{devices} devices need about {need} open files in the server process "
-            f"({devices} sockets + {SERVER_FD_MARGIN}), over the hard limit of {hard} (ulimit -Hn): not run"
+            f"{per_node} devices need about {need} open files in a server process "
+            f"({per_node} sockets + {SERVER_FD_MARGIN}), over the hard limit of {hard} (ulimit -Hn): not run"
         )
     per_client = math.ceil(devices / clients) + CLIENT_FD_MARGIN
     if per_client > hard:
         return f"{per_client} open files per client process exceed the hard limit of {hard}: use more --clients"
     return None
+
+
+@dataclass
+class Node:
+    """A server process of the run and what it printed."""
+
+    proc: asyncio.subprocess.Process
+    base_url: str
+    token: str
+
+
+# What steady_figures fills in.
+STEADY_FIELDS = (
+    "cpu_pct", "cpu_wait_pct", "rss_mb", "kb_per_device", "lag_p50_ms", "lag_p99_ms",
+    "lag_gauge_p50_ms", "lag_gauge_p99_ms", "received_per_s", "sent_per_s",
+)  # fmt: skip
+
+
+def steady_figures(
+    result: RunResult, before_join: ProcSample, a: ProcSample, b: ProcSample, ma: dict[str, Any], mb: dict[str, Any]
+) -> None:
+    """One server's steady-state figures from its samples and /metrics at the window's two ends."""
+    window_s = b.at_s - a.at_s
+    result.cpu_pct = cpu_percent(a, b)
+    result.cpu_wait_pct = 100.0 * (b.wait_s - a.wait_s) / window_s
+    result.rss_mb = b.rss_bytes / 2**20
+    connected = mb.get("devices", 0)
+    if connected:
+        result.kb_per_device = (b.rss_bytes - before_join.rss_bytes) / 1024 / connected
+    result.lag_p50_ms = 1000 * histogram_quantile(0.50, ma["lag_buckets"], mb["lag_buckets"])
+    result.lag_p99_ms = 1000 * histogram_quantile(0.99, ma["lag_buckets"], mb["lag_buckets"])
+    result.lag_gauge_p50_ms = mb.get("lag_p50_ms", math.nan)
+    result.lag_gauge_p99_ms = mb.get("lag_p99_ms", math.nan)
+    result.received_per_s = {
+        kind: (count - ma["received"].get(kind, 0.0)) / window_s for kind, count in mb["received"].items()
+    }
+    result.sent_per_s = (mb["sent"] - ma["sent"]) / window_s
+
+
+def cluster_figures(
+    result: RunResult, parts: Sequence[RunResult], rss_before: Sequence[int], rss_after: Sequence[int], mb: Sequence[dict[str, Any]]
+) -> None:
+    """The whole cluster's figures from its nodes': CPU and memory summed, lag and waits the worst node's."""
+    result.cpu_pct = sum(p.cpu_pct for p in parts)
+    result.join_cpu_pct = sum(p.join_cpu_pct for p in parts)
+    result.cpu_wait_pct = max(p.cpu_wait_pct for p in parts)
+    result.rss_before_mb = sum(rss_before) / 2**20
+    result.rss_mb = sum(rss_after) / 2**20
+    connected = sum(m.get("devices", 0) for m in mb)
+    if connected:
+        result.kb_per_device = (sum(rss_after) - sum(rss_before)) / 1024 / connected
+    for name in ("lag_p50_ms", "lag_p99_ms", "lag_gauge_p50_ms", "lag_gauge_p99_ms", "join_lag_p99_ms"):
+        setattr(result, name, max(getattr(p, name) for p in parts))
+    kinds = {kind for p in parts for kind in p.received_per_s}
+    result.received_per_s = {kind: sum(p.received_per_s.get(kind, 0.0) for p in parts) for kind in kinds}
+    result.sent_per_s = sum(p.sent_per_s for p in parts)
 
 
 class Run:
@@ -353,7 +429,11 @@ class Run:
         self.progress: dict[int, dict[str, Any]] = {}
         self.reports: dict[int, list[dict[str, Any]]] = {}
         self.readers: list[asyncio.Task[None]] = []
-        self.result = RunResult(config.devices, config.clients, config.compression)
+        self.result = RunResult(config.devices, config.clients, config.compression, loop=config.loop, nodes=config.nodes)
+        self.nodes: list[Node] = []
+        self.procs: list[asyncio.subprocess.Process] = []  # every server started, up or not
+        self.server_logs: list[Any] = []
+        self.redis: asyncio.subprocess.Process | None = None
         self.base_url = ""
         self.token = ""
         self.k_ns = 0
@@ -380,15 +460,19 @@ class Run:
     async def _phases(self, tmp: Path) -> None:
         config = self.config
         show = write_show(tmp)
-        await self._start_server(show, tmp / "var", tmp / "server.log")
-        assert self.server is not None
-        pid = self.server.pid
+        redis_url = await self._start_redis(tmp) if config.redis else None
+        await self._start_nodes(show, tmp, redis_url)
+        nodes = self.nodes
+        pids = [node.proc.pid for node in nodes]
+        # Each node's own figures; with one node they are the run's.
+        parts = [RunResult(0, config.clients, config.compression, loop=config.loop) for _ in nodes]
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
             self.http = http
             await self._start_clients()
-            before_join = proc_sample(pid)
-            metrics_before_join = await self._metrics()
-            self.result.rss_before_mb = before_join.rss_bytes / 2**20
+            before_join = [proc_sample(pid) for pid in pids]
+            metrics_before_join = [await self._metrics(node) for node in nodes]
+            for part, sample in zip(parts, before_join):
+                part.rss_before_mb = sample.rss_bytes / 2**20
 
             # 1. join storm
             t0_ns = self.now_ns() + 500_000_000
@@ -404,45 +488,42 @@ class Run:
                 if time.monotonic() > deadline:
                     self.log(f"  join storm: only {welcomed} welcomed, {failed} failed by the deadline")
                     break
-            after_join = proc_sample(pid)
-            metrics_after_join = await self._metrics()
-            self.result.join_cpu_pct = cpu_percent(before_join, after_join)
-            self.result.join_lag_p99_ms = 1000 * histogram_quantile(
-                0.99, metrics_before_join["lag_buckets"], metrics_after_join["lag_buckets"]
-            )
+            after_join = [proc_sample(pid) for pid in pids]
+            metrics_after_join = [await self._metrics(node) for node in nodes]
+            for k, part in enumerate(parts):
+                part.join_cpu_pct = cpu_percent(before_join[k], after_join[k])
+                part.join_lag_p99_ms = 1000 * histogram_quantile(
+                    0.99, metrics_before_join[k]["lag_buckets"], metrics_after_join[k]["lag_buckets"]
+                )
             self.log(f"  joined: {self._total('welcomed')} welcomed, {self._total('failed')} failed")
             if self._total("welcomed") == 0:
                 raise RunAborted(f"no device was welcomed; first failure: {self._first_failure()}")
 
             # 2. steady state
             await asyncio.sleep(SETTLE_S)
-            a, ma, ca = proc_sample(pid), await self._metrics(), self._clients_cpu()
+            a, ca = [proc_sample(pid) for pid in pids], self._clients_cpu()
+            ma = [await self._metrics(node) for node in nodes]
             if self.py_spy is not None:
-                self._start_profile(pid, config.steady_s)
+                self._start_profile(pids[0], config.steady_s)
             await asyncio.sleep(config.steady_s)
-            b, mb, cb = proc_sample(pid), await self._metrics(), self._clients_cpu()
-            window_s = b.at_s - a.at_s
-            self.result.cpu_pct = cpu_percent(a, b)
-            self.result.cpu_wait_pct = 100.0 * (b.wait_s - a.wait_s) / window_s
+            b, cb = [proc_sample(pid) for pid in pids], self._clients_cpu()
+            mb = [await self._metrics(node) for node in nodes]
+            window_s = b[0].at_s - a[0].at_s
+            for k, part in enumerate(parts):
+                steady_figures(part, before_join[k], a[k], b[k], ma[k], mb[k])
             self.result.clients_cpu_pct = 100.0 * (cb - ca) / window_s
-            self.result.rss_mb = b.rss_bytes / 2**20
-            connected = mb.get("devices", self._total("welcomed"))
-            if connected:
-                self.result.kb_per_device = (b.rss_bytes - before_join.rss_bytes) / 1024 / connected
-            self.result.lag_p50_ms = 1000 * histogram_quantile(0.50, ma["lag_buckets"], mb["lag_buckets"])
-            self.result.lag_p99_ms = 1000 * histogram_quantile(0.99, ma["lag_buckets"], mb["lag_buckets"])
-            self.result.lag_gauge_p50_ms = mb.get("lag_p50_ms", math.nan)
-            self.result.lag_gauge_p99_ms = mb.get("lag_p99_ms", math.nan)
-            self.result.received_per_s = {
-                kind: (count - ma["received"].get(kind, 0.0)) / window_s for kind, count in mb["received"].items()
-            }
-            self.result.sent_per_s = (mb["sent"] - ma["sent"]) / window_s
+            if len(nodes) == 1:
+                part = parts[0]
+                for name in STEADY_FIELDS + ("join_cpu_pct", "join_lag_p99_ms", "rss_before_mb"):
+                    setattr(self.result, name, getattr(part, name))
+            else:
+                cluster_figures(self.result, parts, [sample.rss_bytes for sample in before_join], [sample.rss_bytes for sample in b], mb)
             self.log(
                 f"  steady {window_s:.0f} s: server CPU {self.result.cpu_pct:.0f} %, RSS {self.result.rss_mb:.0f} MB, "
                 f"lag p99 {self.result.lag_p99_ms:.1f} ms"
             )
 
-            # 3. start
+            # 3. start (on node 0)
             command_ns = await self._start_show()
             deadline = time.monotonic() + self.result.lead_s + SCHEDULE_GRACE_S
             alive = self._total("welcomed") - self._total("failed")
@@ -453,57 +534,108 @@ class Run:
             # 4. reports
             rows = await self._collect_reports()
             device_figures(self.result, rows, command_ns)
+            if len(nodes) > 1:
+                for k, part in enumerate(parts):
+                    mine = [row for row in rows if row["i"] % len(nodes) == k]
+                    part.devices = len(mine)
+                    device_figures(part, mine, command_ns)
+                self.result.node_results = parts
             if self.rows_path is not None:
                 with self.rows_path.open("w", encoding="utf-8") as out:
                     for row in rows:
                         out.write(json.dumps(row) + "\n")
             if self.profile_path is not None:
-                self.log(f"  server profile: {self.profile_path}")
+                self.log(f"  server profile (node 0): {self.profile_path}")
 
-    async def _start_server(self, show: Path, data_dir: Path, log_path: Path) -> None:
+    async def _start_redis(self, tmp: Path) -> str:
+        """A private redis-server on a free loopback port, nothing saved; returns its URL."""
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.redis = await asyncio.create_subprocess_exec(
+            binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(tmp), "--maxclients", "1000",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"PING\r\n")
+                answer = await reader.readline()
+                writer.close()
+                if answer.startswith(b"+PONG"):
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RunAborted(f"redis-server ({binary}) did not answer on port {port} within 10 s")
+            await asyncio.sleep(0.1)
+        self.log(f"  redis-server pid {self.redis.pid} on 127.0.0.1:{port}")
+        return f"redis://127.0.0.1:{port}/0"
+
+    async def _start_nodes(self, show: Path, tmp: Path, redis_url: str | None) -> None:
+        """Node 0, then (with its organizer token copied into their data dirs) the others together."""
+        first = await self._start_server(show, tmp / "var", tmp / "server.log", redis_url)
+        self.nodes.append(first)
+        self.server, self.base_url, self.token = first.proc, first.base_url, first.token
+        # The anchor (wall, monotonic) was read at the hub's creation, just before;
+        # wall - monotonic is the same now unless the wall clock was slewed meanwhile.
+        self.k_ns = clock_k_ns()
+        others = []
+        for k in range(1, self.config.nodes):
+            data_dir = tmp / f"var{k}"
+            data_dir.mkdir(parents=True)
+            shutil.copy(tmp / "var" / "organizer-token", data_dir / "organizer-token")
+            others.append(self._start_server(show, data_dir, tmp / f"server{k}.log", redis_url))
+        self.nodes.extend(await asyncio.gather(*others))
+
+    async def _start_server(self, show: Path, data_dir: Path, log_path: Path, redis_url: str | None = None) -> Node:
         cmd = [
             sys.executable, "-m", "server.cli", "serve", str(show),
-            "--host", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir),
+            "--host", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir), "--loop", self.config.loop,
         ]  # fmt: skip
-        self.server_log = log_path.open("wb")
-        self.server = await asyncio.create_subprocess_exec(
+        if redis_url is not None:
+            cmd += ["--redis", redis_url]
+        log_file = log_path.open("wb")
+        self.server_logs.append(log_file)
+        proc = await asyncio.create_subprocess_exec(
             *cmd,
             cwd=ROOT,
             stdout=asyncio.subprocess.PIPE,
-            stderr=self.server_log,
+            stderr=log_file,
             stdin=asyncio.subprocess.DEVNULL,
             preexec_fn=_raise_nofile_in_child,
             start_new_session=True,
         )
-        assert self.server.stdout is not None
+        self.procs.append(proc)
+        assert proc.stdout is not None
         pattern = re.compile(r"organizer:\s+http://(127\.0\.0\.1):(\d+)/organizer\.html\?token=(\S+)")
 
-        async def read_urls() -> None:
-            assert self.server is not None and self.server.stdout is not None
+        async def read_urls() -> Node:
+            assert proc.stdout is not None
             while True:
-                line = await self.server.stdout.readline()
+                line = await proc.stdout.readline()
                 if not line:
                     raise RunAborted(f"the server exited before serving; see {log_path}")
                 match = pattern.search(line.decode("utf-8", "replace"))
                 if match:
-                    self.base_url = f"http://{match.group(1)}:{match.group(2)}"
-                    self.token = match.group(3)
-                    return
+                    return Node(proc, f"http://{match.group(1)}:{match.group(2)}", match.group(3))
 
         try:
-            await asyncio.wait_for(read_urls(), SERVER_START_TIMEOUT_S)
+            node = await asyncio.wait_for(read_urls(), SERVER_START_TIMEOUT_S)
         except asyncio.TimeoutError:
             raise RunAborted(f"the server did not print its URLs within {SERVER_START_TIMEOUT_S:g} s") from None
-        # The anchor (wall, monotonic) was read at the hub's creation, just before;
-        # wall - monotonic is the same now unless the wall clock was slewed meanwhile.
-        self.k_ns = clock_k_ns()
-        soft, hard = _nofile_of(self.server.pid)
-        self.log(f"  server pid {self.server.pid} at {self.base_url}, open files {soft}/{hard}")
+        soft, hard = _nofile_of(proc.pid)
+        self.log(f"  server pid {proc.pid} at {node.base_url}, open files {soft}/{hard}")
+        return node
 
     async def _start_clients(self) -> None:
         config = self.config
         per = math.ceil(config.devices / config.clients)
-        ws_url = self.base_url.replace("http://", "ws://") + "/ws"
+        ws_urls = [node.base_url.replace("http://", "ws://") + "/ws" for node in self.nodes]
         tag = f"{config.devices}-{os.getpid()}"
         for k in range(config.clients):
             first = k * per
@@ -520,7 +652,7 @@ class Run:
             )  # fmt: skip
             self.clients.append(proc)
             client_config = {
-                "url": ws_url, "first": first, "count": count, "total": config.devices,
+                "url": ws_urls[0], "urls": ws_urls, "first": first, "count": count, "total": config.devices,
                 "join_window_s": config.join_window_s, "ready_interval_s": READY_INTERVAL_S,
                 "k_ns": self.k_ns, "seed": config.seed, "per_source": DEVICES_PER_SOURCE,
                 "compression": config.compression, "run_tag": tag,
@@ -569,8 +701,8 @@ class Run:
                 pass
         return total
 
-    async def _metrics(self) -> dict[str, Any]:
-        async with self.http.get(f"{self.base_url}/metrics") as response:
+    async def _metrics(self, node: Node) -> dict[str, Any]:
+        async with self.http.get(f"{node.base_url}/metrics") as response:
             return parse_metrics(await response.text())
 
     async def _start_show(self) -> int | None:
@@ -618,7 +750,7 @@ class Run:
 
     async def _kill_all(self) -> None:
         """Kill every process this run started, by pid (each leads its own session)."""
-        procs = list(self.clients) + ([self.server] if self.server is not None else [])
+        procs = list(self.clients) + self.procs + ([self.redis] if self.redis is not None else [])
         for proc in procs:
             if proc.returncode is None:
                 try:
@@ -640,8 +772,8 @@ class Run:
                     await asyncio.wait_for(spy.wait(), 10)
                 except asyncio.TimeoutError:
                     spy.kill()
-        if hasattr(self, "server_log"):
-            self.server_log.close()
+        for log_file in self.server_logs:
+            log_file.close()
 
 
 class RunAborted(Exception):
@@ -677,10 +809,19 @@ def format_table(results: Sequence[RunResult], idle: RunResult | None) -> str:
     rule = "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|"
     lines = [header, rule]
     idle_p99 = idle.sync_p99_ms if idle is not None else math.nan
+    rows: list[tuple[RunResult, str]] = []
     for r in list(results) + ([idle] if idle is not None else []):
+        rows.append((r, ""))
+        rows.extend((part, f" node {k}") for k, part in enumerate(r.node_results))
+    for r, node in rows:
         is_idle = r is idle
         ratio = r.sync_p99_ms / idle_p99 if idle_p99 and not math.isnan(idle_p99) and not is_idle else math.nan
         name = f"{r.devices} (idle)" if is_idle else f"{r.devices}"
+        if r.loop != "asyncio":
+            name += f" {r.loop}"
+        if r.nodes > 1:
+            name += f" ({r.nodes} nodes)"
+        name += node
         lines.append(
             f"| {name} | {r.clients} | {r.welcomed} / {r.failed} | {_f(r.join_per_s, 0)} | {_f(r.last_welcome_s, 2)} "
             f"| {_f(r.cpu_pct, 0)} | {_f(r.clients_cpu_pct, 0)} | {_f(r.rss_mb, 0)} | {_f(r.kb_per_device, 1)} "
@@ -695,10 +836,11 @@ def format_table(results: Sequence[RunResult], idle: RunResult | None) -> str:
 def format_notes(results: Sequence[RunResult]) -> str:
     """What the table leaves out: message rates, join latencies, lag gauges, refusals, aborts."""
     lines = []
-    for r in results:
+    labelled = [item for run in results for item in [(run, ""), *((p, f" node {k}") for k, p in enumerate(run.node_results))]]
+    for r, node in labelled:
         rates = ", ".join(f"{kind} {rate:.0f}/s" for kind, rate in sorted(r.received_per_s.items()))
         lines.append(
-            f"- {r.devices}: received {rates or '-'}; sent {_f(r.sent_per_s, 0)}/s; connect to welcome p50 / p99 "
+            f"- {r.devices}{'' if r.loop == 'asyncio' else ' ' + r.loop}{node}: received {rates or '-'}; sent {_f(r.sent_per_s, 0)}/s; connect to welcome p50 / p99 "
             f"{_f(r.welcome_latency_p50_ms, 0)} / {_f(r.welcome_latency_p99_ms, 0)} ms; server CPU during the join "
             f"storm {_f(r.join_cpu_pct, 0)} %; server waiting for a CPU in steady state {_f(r.cpu_wait_pct, 0)} % of the time; loop lag p99 then {_f(r.join_lag_p99_ms, 1)} ms; lag gauges (last 30 s) "
             f"p50 / p99 {_f(r.lag_gauge_p50_ms, 2)} / {_f(r.lag_gauge_p99_ms, 2)} ms; RSS before the joins "
@@ -725,6 +867,13 @@ def parse_devices(text: str) -> list[int]:
     return values
 
 
+def parse_loops(text: str) -> list[str]:
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    if not values or any(v not in ("asyncio", "uvloop") for v in values):
+        raise argparse.ArgumentTypeError(f"expected asyncio and/or uvloop separated by commas, found {text!r}")
+    return values
+
+
 async def run_all(args: argparse.Namespace) -> tuple[list[RunResult], RunResult | None]:
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -734,27 +883,34 @@ async def run_all(args: argparse.Namespace) -> tuple[list[RunResult], RunResult 
         log("--profile: py-spy is not on PATH; running without a profile")
     results: list[RunResult] = []
     idle: RunResult | None = None
-    plan: list[tuple[int, bool]] = ([(args.idle_devices, True)] if args.idle_devices else []) + [
-        (n, False) for n in args.devices
+    plan: list[tuple[int, bool, str]] = ([(args.idle_devices, True, args.loop[0])] if args.idle_devices else []) + [
+        (n, False, loop) for n in args.devices for loop in args.loop
     ]
-    for devices, is_idle in plan:
+    for devices, is_idle, loop in plan:
         clients = args.clients or auto_clients(devices)
         clients = min(clients, devices)
-        problem = fd_plan(devices, clients)
-        label = f"{devices} devices{' (idle reference)' if is_idle else ''}, {clients} client processes"
+        problem = fd_plan(devices, clients, args.nodes)
+        label = f"{devices} devices{' (idle reference)' if is_idle else ''}, {clients} client processes, {loop} loop"
+        if args.nodes > 1 or args.redis:
+            label += f", {args.nodes} node{'s' if args.nodes > 1 else ''} on Redis"
         if problem is not None:
             log(f"{label}: {problem}")
-            result = RunResult(devices, clients, args.compression, aborted=problem)
+            result = RunResult(devices, clients, args.compression, loop=loop, aborted=problem)
             results.append(result)
             break
         log(f"{label}:")
-        config = RunConfig(devices, clients, args.steady_s, args.lead_s, args.join_window_s, args.compression)
+        config = RunConfig(
+            devices, clients, args.steady_s, args.lead_s, args.join_window_s, args.compression,
+            loop=loop, nodes=args.nodes, redis=args.redis or args.nodes > 1,
+        )  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="unisono-scale-") as tmp:
             run = Run(config, log)
             if not is_idle:
                 run.py_spy = spy
             if args.rows is not None:
-                run.rows_path = args.rows.with_name(f"{args.rows.stem}-{devices}{'-idle' if is_idle else ''}{args.rows.suffix}")
+                run.rows_path = args.rows.with_name(
+                    f"{args.rows.stem}-{devices}-{loop}{'-idle' if is_idle else ''}{args.rows.suffix}"
+                )
             result = await run.execute(Path(tmp))
             if result.aborted:
                 log(f"  ABORTED: {result.aborted}")
@@ -780,12 +936,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-devices", type=int, default=50, help="devices of the idle reference run; 0: none (default 50)")
     parser.add_argument("--compression", choices=("deflate", "none"), default="deflate",
                         help="offer permessage-deflate as browsers do (default), or not")  # fmt: skip
+    parser.add_argument("--loop", type=parse_loops, default=["asyncio"],
+                        help="the server's event loop(s), e.g. asyncio,uvloop: each device count runs once per loop (default asyncio)")  # fmt: skip
+    parser.add_argument("--nodes", type=int, default=1, help="server processes sharing the show through Redis (default 1); devices spread over them, the start on node 0")
+    parser.add_argument("--redis", action="store_true", help="run the nodes with serve --redis against a private redis-server (implied by --nodes > 1)")
     parser.add_argument("--profile", action="store_true", help="py-spy record the server during steady state (py-spy on PATH)")
     parser.add_argument("--rows", type=Path, default=None,
                         help="write each device's row (JSON lines) to PATH-N.jsonl, N the run's device count")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="write every figure to this JSON file")
     parser.add_argument("--out", type=Path, default=None, help="append the command, date, machine and table to this file")
     args = parser.parse_args(argv)
+    if args.nodes < 1:
+        parser.error(f"--nodes: expected at least 1, found {args.nodes}")
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     results, idle = asyncio.run(run_all(args))
     table = format_table(results, idle)

@@ -93,6 +93,7 @@ class ClientConfig:
     per_source: int
     compression: str  # "deflate" (what browsers offer) or "none"
     run_tag: str  # makes device ids unique per run
+    urls: tuple[str, ...] = ()  # several server nodes: device i connects to urls[i % len(urls)]
 
 
 @dataclass
@@ -177,7 +178,7 @@ class Client:
         last_ns = device.last_ns
         try:
             async with connect(
-                config.url,
+                config.urls[device.index % len(config.urls)] if config.urls else config.url,
                 local_addr=(source_address(device.index, config.per_source), 0),
                 compression="deflate" if config.compression == "deflate" else None,
                 ping_interval=None,  # the server runs its own heartbeat

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,23 @@ def test_small_run_reports_every_figure_and_every_device_gets_the_schedule(tmp_p
     assert math.isfinite(idle["sync_p99_ms"])
     assert run["received_per_s"].get("pong", 0) > 0
     assert run["coverage_pct"] > 90.0
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_two_nodes_on_redis_spread_the_devices_and_all_get_the_start(tmp_path: Path) -> None:
+    """2 nodes and a private redis-server, 40 devices: 20 a node, every device scheduled by node 0's start."""
+    out = tmp_path / "cluster.json"
+    rc = main(
+        ["--devices", "40", "--clients", "2", "--nodes", "2", "--steady-s", "2", "--lead-s", "3",
+         "--join-window-s", "1", "--idle-devices", "0", "--json", str(out)]
+    )  # fmt: skip
+    document = json.loads(out.read_text())
+    assert rc == 0, document
+    (run,) = document["runs"]
+    assert run["aborted"] is None and run["nodes"] == 2
+    assert run["welcomed"] == run["scheduled"] == 40
+    assert [part["devices"] for part in run["node_results"]] == [20, 20]
+    assert [part["scheduled"] for part in run["node_results"]] == [20, 20]
+    for part in run["node_results"]:
+        assert math.isfinite(part["cpu_pct"]) and math.isfinite(part["lag_p99_ms"]) and math.isfinite(part["schedule_max_ms"])
+    assert run["schedule_max_ms"] == max(part["schedule_max_ms"] for part in run["node_results"])
