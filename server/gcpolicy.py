@@ -43,7 +43,7 @@ async def manage(show_busy: Callable[[], bool]) -> None:
     if stall_log:
         from server import watchdog
 
-        watchdog.start(stall_log)
+        watchdog.start(stall_log, float(os.environ.get("UNISONO_STALL_MS", watchdog.STALL_S * 1000)) / 1000)
     gc.set_threshold(GEN0_THRESHOLD, GEN1_THRESHOLD, 1_000_000)
     gc.freeze()
     last_full = time.monotonic()

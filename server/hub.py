@@ -474,12 +474,20 @@ class Hub:
     async def _send_broadcasts(self) -> None:
         while self._broadcasts:
             data, devices = self._broadcasts[0]
+            began_ns = self.clock.now_ns()
+            writing_ns = 0
             for begin in range(0, len(devices), BROADCAST_SLICE):
+                slice_ns = self.clock.now_ns()
                 for device in devices[begin : begin + BROADCAST_SLICE]:
                     if device in self.devices:
                         device.outbox.put(data)
+                writing_ns += self.clock.now_ns() - slice_ns
                 await asyncio.sleep(0)
             self._broadcasts.popleft()
+            log.info(
+                "broadcast to %d devices: %.0f ms, %.0f ms of it writing",
+                len(devices), (self.clock.now_ns() - began_ns) / 1e6, writing_ns / 1e6,
+            )
 
     def _announce(self, snapshot: ShowSnapshot) -> None:
         data = encode(snapshot.to_message())

@@ -2,11 +2,14 @@
 
 Off unless ``UNISONO_STALL_LOG=PATH`` is set when ``serve`` starts. A timer on
 the loop beats every BEAT_S; a thread looks every SAMPLE_S and, while the
-latest beat is more than STALL_S old, samples the main thread's stack
+latest beat is more than ``UNISONO_STALL_MS`` (default STALL_S) old, samples the main thread's stack
 (``sys._current_frames``). Each stall ends in a line with its length, how much
 of it the main thread ran and waited for a CPU (``/proc/self/task/TID/schedstat``:
 waiting is another process holding the core), and its most sampled stacks;
 collector passes longer than GC_LOG_S are logged too (``gc.callbacks``).
+The thread takes the GIL to sample, so calls that release it (socket writes,
+SQLite) are over-represented: a stall's length and run/wait split are exact,
+its stacks say where to look.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def _stack(frame: FrameType | None) -> str:
     return ";".join(reversed(names))
 
 
-def start(path: str) -> None:
+def start(path: str, stall_s: float = STALL_S) -> None:
     """Start beating on the running loop and watching from a daemon thread; lines go to ``path``."""
     loop = asyncio.get_running_loop()
     out: TextIO = open(path, "a", buffering=1)
@@ -85,7 +88,7 @@ def start(path: str) -> None:
             time.sleep(SAMPLE_S)
             now = time.monotonic()
             late = now - beat[0]
-            if late > STALL_S:
+            if late > stall_s:
                 if since is None:
                     since = beat[0]
                     sched0 = _schedstat(main_tid or 0)
