@@ -209,6 +209,9 @@ class FakeDevice:
     loaded: bool = True
     unlocked: bool = True
     downloaded: float | None = 1.0
+    wake_lock: bool | None = None
+    visible: bool | None = None
+    output_latency_us: int | None = None
 
 
 def answered_session(rtt_ns: int, pongs: int = 8) -> DeviceSession:
