@@ -47,7 +47,7 @@ class Throttle:
         if now_s - failures.last_s > FORGET_AFTER_S:
             del self._failures[address]
             return 0.0
-        return min(MAX_DELAY_S, FIRST_DELAY_S * 2 ** (failures.count - 1))
+        return float(min(MAX_DELAY_S, FIRST_DELAY_S * 2.0 ** (failures.count - 1)))
 
     def failed(self, address: str, now_s: float) -> None:
         """``address`` sent a wrong token at ``now_s``."""

@@ -33,6 +33,7 @@ import redis
 import redis.asyncio as aioredis
 
 from server.fleet import Fleet
+from server.groups import AssignmentStore
 from server.show import ShowSnapshot
 from server.store import Event, StoredShow
 
@@ -86,6 +87,11 @@ return 1
 """
 
 
+def _text(value: bytes | str) -> str:
+    """A value as redis-py returns it (bytes, since responses are not decoded), as text."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def node_name(port: int) -> str:
     """This node's name in the cluster: host, port and process."""
     return f"{socket.gethostname()}:{port}:{os.getpid()}"
@@ -106,11 +112,11 @@ class RedisGroupAssigner:
             keys=[self.store.key("assign"), self.store.key("group_counts")],
             args=[device_id, repr(self._rng.random()), *self._args],
         )
-        return group.decode() if isinstance(group, bytes) else str(group)
+        return _text(group)
 
     def counts(self) -> dict[str, int]:
         stored = self.store.db.hgetall(self.store.key("group_counts"))
-        counts = {k.decode(): int(v) for k, v in stored.items()}
+        counts = {_text(k): int(v) for k, v in stored.items()}
         return {g: counts.get(g, 0) for g in self.groups}
 
     def __len__(self) -> int:
@@ -125,14 +131,14 @@ class _RedisAssignments:
 
     def get(self, device_id: str) -> str | None:
         value = self.store.db.hget(self.store.key("assign"), device_id)
-        return None if value is None else value.decode()
+        return None if value is None else _text(value)
 
     def put(self, device_id: str, group: str) -> None:
         self.store.db.hset(self.store.key("assign"), device_id, group)
 
     def items(self) -> Iterator[tuple[str, str]]:
         for device, group in self.store.db.hscan_iter(self.store.key("assign")):
-            yield device.decode(), group.decode()
+            yield _text(device), _text(group)
 
 
 class RedisStore:
@@ -148,7 +154,7 @@ class RedisStore:
             raise ConnectionError(f"cannot reach Redis at {url}: {exc}") from exc
         self.assign_script = self.db.register_script(_ASSIGN)
         self._save_show = self.db.register_script(_SAVE_SHOW)
-        self.assignments = _RedisAssignments(self)
+        self.assignments: AssignmentStore = _RedisAssignments(self)
 
     def key(self, name: str) -> str:
         return self.prefix + name
@@ -160,7 +166,7 @@ class RedisStore:
         stored = self.db.hgetall(self.key("show"))
         if not stored:
             return None
-        fields = {k.decode(): v.decode() for k, v in stored.items()}
+        fields = {_text(k): _text(v) for k, v in stored.items()}
         start = fields.get("start_ns", "")
         snapshot = ShowSnapshot(
             epoch=int(fields["epoch"]), state=fields["state"], start_ns=int(start) if start else None  # type: ignore[arg-type]
@@ -179,7 +185,7 @@ class RedisStore:
         stored = self.db.hgetall(self.key("announcement"))
         if not stored:
             return None
-        return stored[b"text"].decode(), int(stored[b"at_us"])
+        return _text(stored[b"text"]), int(stored[b"at_us"])
 
     def log_event(self, event: Event) -> None:
         line = json.dumps({"at_us": event.at_us, "who": event.who, "action": event.action, "detail": event.detail})
@@ -285,7 +291,7 @@ class ClusterLink:
                 now_s = self.hub.clock.now_ns() / 1e9
                 peers: dict[str, PeerSummary] = {}
                 for name, value in stored.items():
-                    node = name.decode()
+                    node = _text(name)
                     item = json.loads(value)
                     if node == self.node:
                         continue

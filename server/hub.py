@@ -372,7 +372,7 @@ class Hub:
         if (self.show.state, "start") not in TRANSITIONS:
             raise InvalidTransition("start", self.show.state)
         self.check_start(start_ns, confirm, issued_ns)
-        snapshot = self._commit(self.show.start(start_ns))
+        snapshot = self._command(self.show.start(start_ns))
         self.log_event(who, "start", f"epoch {snapshot.epoch}, start at {local_time(start_ns)}")
         return snapshot
 
@@ -384,16 +384,22 @@ class Hub:
         if (self.show.state, "reschedule") not in TRANSITIONS:
             raise InvalidTransition("reschedule", self.show.state)
         self.check_start(start_ns, confirm, issued_ns)
-        snapshot = self._commit(self.show.reschedule(start_ns))
+        snapshot = self._command(self.show.reschedule(start_ns))
         self.log_event(who, "reschedule", f"epoch {snapshot.epoch}, start at {local_time(start_ns)}")
         return snapshot
 
     def abort_show(self, who: str = "server") -> ShowSnapshot:
         """Abort the show; raises InvalidTransition. Tells everyone."""
         self._catch_up()
-        snapshot = self._commit(self.show.abort())
+        snapshot = self._command(self.show.abort())
         self.log_event(who, "abort", f"epoch {snapshot.epoch}")
         return snapshot
+
+    def _command(self, snapshot: ShowSnapshot) -> ShowSnapshot:
+        """Commit an organizer's command: stored and told, or refused as a conflict (see _commit)."""
+        committed = self._commit(snapshot, command=True)
+        assert committed is not None  # a command that loses raises instead
+        return committed
 
     def _commit(self, snapshot: ShowSnapshot, command: bool = True) -> ShowSnapshot | None:
         """Store the new state first, then tell every device: a restart never forgets a sent schedule.

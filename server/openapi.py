@@ -185,7 +185,7 @@ _START_RESPONSES = {
 
 def openapi_document() -> dict[str, Any]:
     """The API's OpenAPI 3.1 document."""
-    secured = [{"token": []}]
+    secured: list[dict[str, list[str]]] = [{"token": []}]
     return {
         "openapi": "3.1.0",
         "info": {

@@ -118,7 +118,8 @@ class PingScheduler:
     def _send(self, device: Device, generation: int) -> None:
         """Hand ``device``'s ping to its outbox; ping_now (or a pong) plans the next, until then no entry."""
         self._generation[device] = generation + 1
-        device.outbox.put(device.ping_now)
+        if device.ping_now is not None:  # None once the device left
+            device.outbox.put(device.ping_now)
 
     def _serve_parked(self, now: int) -> int:
         """Send parked routine pings while the budget grants them; 0, or ns until it may grant the next."""
