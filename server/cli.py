@@ -16,6 +16,7 @@ from server.app import HUB, load_or_create_token, make_app
 from server.config import ConfigError, ServerConfig
 from server.hub import ShowSpec
 from server.logs import FORMATS, configure_logging
+from server.store import StoreError
 from server.showfile import ShowFile, ShowFileInvalid, load_show
 
 DEMO_SHOW_PATH = Path(__file__).with_name("demo_show.toml")
@@ -211,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         run(serve(config, show))
     except KeyboardInterrupt:
         pass
+    except StoreError as exc:
+        print(f"unisono: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"unisono: cannot listen on {config.host}:{config.port}: {exc.strerror}", file=sys.stderr)
         return 1

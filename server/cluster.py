@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 from server.fleet import Fleet
 from server.groups import AssignmentStore
 from server.show import ShowSnapshot
-from server.store import Event, StoredShow
+from server.store import Event, StoredShow, StoreError
 
 if TYPE_CHECKING:
     from server.hub import Hub
@@ -151,7 +151,7 @@ class RedisStore:
         try:
             self.db.ping()
         except redis.RedisError as exc:
-            raise ConnectionError(f"cannot reach Redis at {url}: {exc}") from exc
+            raise StoreError(f"cannot reach Redis at {url}: {exc}; start redis-server or check --redis") from exc
         self.assign_script = self.db.register_script(_ASSIGN)
         self._save_show = self.db.register_script(_SAVE_SHOW)
         self.assignments: AssignmentStore = _RedisAssignments(self)

@@ -72,3 +72,31 @@ def test_prepare_cuts_every_track_and_serve_uses_the_manifests(tmp_path: Path, c
     manifest = json.loads(tracks["blue"].read_text(encoding="utf-8"))
     assert manifest["frames"] == 4 * manifest["sample_rate"]
     assert [group.duration_ns for group in show.groups] == [3_000_000_000, 4_000_000_000]
+
+
+def _small_show(tmp_path: Path) -> Path:
+    from tests.conftest import SMALL_SHOW_TOML
+
+    for group in ("red", "blue"):
+        write_tone_wav(tmp_path / f"{group}.wav", 2.0)
+    show = tmp_path / "show.toml"
+    show.write_text(SMALL_SHOW_TOML, encoding="utf-8")
+    return show
+
+
+def test_serve_says_when_redis_cannot_be_reached(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    show = _small_show(tmp_path)
+    code = main(["serve", str(show), "--host", "127.0.0.1", "--port", "0", "--data-dir", str(tmp_path / "var"), "--redis", "redis://127.0.0.1:1/0"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "cannot reach Redis at redis://127.0.0.1:1/0" in err and "start redis-server or check --redis" in err
+
+
+def test_serve_says_when_its_state_file_is_unusable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    show = _small_show(tmp_path)
+    data = tmp_path / "var"
+    data.mkdir()
+    (data / "unisono.sqlite3").write_bytes(b"not a database " * 100)
+    code = main(["serve", str(show), "--host", "127.0.0.1", "--port", "0", "--data-dir", str(data)])
+    assert code == 1
+    assert "unisono.sqlite3: cannot use the state file" in capsys.readouterr().err
