@@ -40,7 +40,7 @@ dropped.
 from __future__ import annotations
 
 import math
-from collections import deque
+from array import array
 from dataclasses import dataclass
 
 from clock.sample import Rejection, Sample
@@ -232,14 +232,19 @@ class OffsetEstimator:
 
     def __init__(self, config: EstimatorConfig | None = None) -> None:
         self.config = config or EstimatorConfig()
-        self._samples: deque[Sample] = deque(maxlen=self.config.window)
+        # The window, oldest first, as three int64 arrays (24 bytes a sample,
+        # where Sample objects took ~350): t0 + t3 (twice the exchange's server
+        # middle), t1 - t0 and t3 - t2 (the two one-way readings). Offset and
+        # delay follow: offset = (up - down) / 2, delay = up + down.
+        self._mid2 = array("q")
+        self._down = array("q")
+        self._up = array("q")
         # The latest ping time (t0) of any sample taken: a sample sent later than
         # every one kept cannot be a copy, so the common case needs no search
         # (a set mirroring the window cost up to 8 KB per device).
         self._newest_t0: int | None = None
         self._suspects: list[Sample] = []
         self._fit: _Fit | None = None
-        self._hard_candidates: list[Sample] = []
         # The candidates as (offset, half delay widened by the worst rate, time): what _hard_bound reads.
         self._hard_terms: list[tuple[float, float, float]] = []
         # The latest estimate made, for cheap upper bounds between samples (see bound_upper_ns).
@@ -269,13 +274,20 @@ class OffsetEstimator:
         self._stamps_seen += 1
 
     def __len__(self) -> int:
-        return len(self._samples)
+        return len(self._mid2)
+
+    def _holds(self, sample: Sample) -> bool:
+        """Whether the window holds a sample with these readings (a copy)."""
+        mid2 = sample.t0_server_ns + sample.t3_server_ns
+        down = sample.t1_device_ns - sample.t0_server_ns
+        up = sample.t3_server_ns - sample.t2_device_ns
+        return any(m == mid2 and self._down[i] == down and self._up[i] == up for i, m in enumerate(self._mid2))
 
     def add(self, sample: Sample) -> Rejection | None:
         """Take a sample. Returns None if kept, or why it was not (kept aside as a suspect)."""
         newest = self._newest_t0
         if newest is not None and sample.t0_server_ns <= newest:
-            if sample in self._suspects or sample in self._samples:
+            if sample in self._suspects or self._holds(sample):
                 return Rejection.DUPLICATE
         else:
             self._newest_t0 = sample.t0_server_ns
@@ -297,7 +309,6 @@ class OffsetEstimator:
         # clock that stepped keeps disagreeing. They stay out of the window.
         self._suspects.clear()
         self._append(sample)
-        self._hard_candidates.append(sample)
         self._hard_terms.append(self._hard_term(sample))
         self._latest = None
         if self._needs_refit(sample):
@@ -305,10 +316,17 @@ class OffsetEstimator:
         return None
 
     def _append(self, sample: Sample) -> None:
-        self._samples.append(sample)
+        if len(self._mid2) >= self.config.window:
+            self._drop_oldest(1)
+        self._mid2.append(sample.t0_server_ns + sample.t3_server_ns)
+        self._down.append(sample.t1_device_ns - sample.t0_server_ns)
+        self._up.append(sample.t3_server_ns - sample.t2_device_ns)
+
+    def _drop_oldest(self, count: int) -> None:
+        del self._mid2[:count], self._down[:count], self._up[:count]
 
     def _clear_window(self) -> None:
-        self._samples.clear()
+        self._drop_oldest(len(self._mid2))
 
     def _needs_refit(self, sample: Sample) -> bool:
         """Whether a new sample can change the fit: it lies low, or the fit is stale or young.
@@ -319,12 +337,12 @@ class OffsetEstimator:
         every REFIT_INTERVAL_NS for ageing and the mean time's drift).
         """
         fit = self._fit
-        if fit is None or len(self._samples) < 2 * self.config.min_fit_samples:
+        if fit is None or len(self._mid2) < 2 * self.config.min_fit_samples:
             return True
         # Refit at least every REFIT_INTERVAL_NS, and more often while the window is young.
         if sample.t3_server_ns - fit.made_at_ns >= min(REFIT_INTERVAL_NS, fit.span_ns / 4):
             return True
-        if not fit.sloped and sample.server_mid_ns - self._samples[0].server_mid_ns >= self.config.min_fit_span_ns:
+        if not fit.sloped and sample.server_mid_ns - self._mid2[0] / 2 >= self.config.min_fit_span_ns:
             return True
         down, up = fit.residuals(sample)
         floor = 2 * fit.half_resolution  # a coarse clock ties many points at the floor
@@ -334,7 +352,6 @@ class OffsetEstimator:
         """Forget every sample (the device restarted)."""
         self._clear_window()
         self._suspects.clear()
-        self._hard_candidates.clear()
         self._hard_terms.clear()
         self._fit = None
         self._latest = None
@@ -360,7 +377,7 @@ class OffsetEstimator:
             bound_ns=min(stat, hard),
             rate_ppm=fit.rate * 1e6,
             bound_growth_ppm=min(fit.rate_bound * 1e6, cfg.max_rate_error_ppm),
-            samples=len(self._samples),
+            samples=len(self._mid2),
         )
         self._latest = estimate
         return estimate
@@ -404,35 +421,42 @@ class OffsetEstimator:
     def _refit(self, now_ns: int) -> None:
         self.fits += 1
         cfg = self.config
-        while self._samples and now_ns - self._samples[0].server_mid_ns > cfg.max_age_ns:
-            self._samples.popleft()
-        samples = sorted(self._samples, key=lambda s: s.server_mid_ns)
+        mid2s, downs_ns, ups_ns = self._mid2, self._down, self._up
+        stale = 0
+        while stale < len(mid2s) and now_ns - mid2s[stale] / 2 > cfg.max_age_ns:
+            stale += 1
+        if stale:
+            self._drop_oldest(stale)
+        order = sorted(range(len(mid2s)), key=mid2s.__getitem__)
         self._latest = None
-        if not samples:
+        if not order:
             self._fit = None
-            self._hard_candidates = []
             self._hard_terms = []
             return
-        lowest = sorted(samples, key=lambda s: s.delay_ns)[:HARD_CANDIDATES]
-        self._hard_candidates = lowest + [s for s in samples[-HARD_CANDIDATES:] if s not in lowest]
-        self._hard_terms = [self._hard_term(s) for s in self._hard_candidates]
-        base = samples[0]
-        t0 = base.server_mid_ns
+        worst = cfg.max_rate_error_ppm * 1e-6
+        lowest = sorted(order, key=lambda i: ups_ns[i] + downs_ns[i])[:HARD_CANDIDATES]
+        candidates = lowest + [i for i in order[-HARD_CANDIDATES:] if i not in lowest]
+        self._hard_terms = [
+            ((ups_ns[i] - downs_ns[i]) / 2, (ups_ns[i] + downs_ns[i]) / 2 * (1 + worst), mid2s[i] / 2) for i in candidates
+        ]
+        base = order[0]
+        base_mid2 = mid2s[base]
+        t0 = base_mid2 / 2
         # Small numbers: times relative to the first sample, readings relative to its offset.
-        ts = [s.server_mid_ns - t0 for s in samples]
-        theta0 = base.offset_ns
+        ts = [(mid2s[i] - base_mid2) / 2 for i in order]
+        theta0 = (ups_ns[base] - downs_ns[base]) / 2
         # A coarse device clock floors its stamps: the true instant is up to one
         # resolution later. Centring both stamps makes the two envelopes pick up
         # the same bias, which cancels in (UP - DOWN) / 2; uncentred, it would
         # leave half a resolution of offset (0.5 ms on Safari).
         half = self.device_resolution_ns / 2
-        downs = [float(s.t1_device_ns - s.t0_server_ns) + half + theta0 for s in samples]
-        ups = [float(s.t3_server_ns - s.t2_device_ns) - half - theta0 for s in samples]
+        downs = [float(downs_ns[i]) + half + theta0 for i in order]
+        ups = [float(ups_ns[i]) - half - theta0 for i in order]
         span = ts[-1] - ts[0]
         # The middle of the span, not the mean time: the join burst crowds many
         # samples into its first seconds, and the line should not pivot there.
         t_ref = (ts[0] + ts[-1]) / 2
-        fit_slope = span >= cfg.min_fit_span_ns and len(samples) >= cfg.min_fit_samples
+        fit_slope = span >= cfg.min_fit_span_ns and len(order) >= cfg.min_fit_samples
         max_slope = cfg.max_rate_error_ppm * 1e-6
         down = _lower_envelope(ts, downs, t_ref, fit_slope, max_slope)
         up = _lower_envelope(ts, ups, t_ref, fit_slope, max_slope)

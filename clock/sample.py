@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 
+INT64 = 2**63
+
+
 class Rejection(str, Enum):
     """Why a sample was not used. Returned, not raised: bad samples are normal."""
 
@@ -28,6 +31,7 @@ class Rejection(str, Enum):
     ECHO_MISMATCH = "pong echoes a different t0 than was sent"
     DUPLICATE = "sample already received"
     OUTLIER = "sample far outside the delay floor"
+    OUT_OF_RANGE = "device clock over 290 years from the server's"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,4 +69,7 @@ def make_sample(t0_server_ns: int, t1_device_ns: int, t2_device_ns: int, t3_serv
     sample = Sample(t0_server_ns, t1_device_ns, t2_device_ns, t3_server_ns)
     if sample.delay_ns < 0:
         return Rejection.NEGATIVE_DELAY
+    # The estimator keeps each one-way reading in 64 bits (an int64 window).
+    if not (-INT64 <= t1_device_ns - t0_server_ns < INT64 and -INT64 <= t3_server_ns - t2_device_ns < INT64):
+        return Rejection.OUT_OF_RANGE
     return sample

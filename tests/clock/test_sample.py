@@ -111,3 +111,12 @@ def test_all_delay_on_one_side_reaches_the_bound_exactly() -> None:
     """With the whole delay on one path the error is exactly delay / 2: the bound is tight."""
     sample = exchange(offset_ns=7 * S, up_ns=0, turnaround_ns=1 * MS, down_ns=40 * MS)
     assert abs(7 * S - sample.offset_ns) == sample.delay_ns / 2 == 20 * MS
+
+
+def test_a_device_clock_centuries_away_is_out_of_range() -> None:
+    """One-way readings must fit the estimator's 64-bit window; the protocol's range allows more."""
+    t0 = 1_795_000_000_000_000_000
+    far = -9_000_000_000_000_000_000  # the protocol's lowest device time (-9e15 us), in ns
+    assert make_sample(t0, far, far + 50_000, t0 + 4_000_000) is Rejection.OUT_OF_RANGE
+    near = t0 - 10**15  # eleven days away: fine
+    assert isinstance(make_sample(t0, near, near + 50_000, t0 + 4_000_000), Sample)

@@ -84,6 +84,14 @@ def _small_show(tmp_path: Path) -> Path:
     return show
 
 
+@pytest.fixture
+def no_log_setup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """serve installs a root log handler on this process's stderr; a test must not leave one behind
+    (it would write into a later test's closed capture)."""
+    monkeypatch.setattr("server.cli.configure_logging", lambda *args, **kwargs: None)
+
+
+@pytest.mark.usefixtures("no_log_setup")
 def test_serve_says_when_redis_cannot_be_reached(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     show = _small_show(tmp_path)
     code = main(["serve", str(show), "--host", "127.0.0.1", "--port", "0", "--data-dir", str(tmp_path / "var"), "--redis", "redis://127.0.0.1:1/0"])
@@ -92,6 +100,7 @@ def test_serve_says_when_redis_cannot_be_reached(tmp_path: Path, capsys: pytest.
     assert "cannot reach Redis at redis://127.0.0.1:1/0" in err and "start redis-server or check --redis" in err
 
 
+@pytest.mark.usefixtures("no_log_setup")
 def test_serve_says_when_its_state_file_is_unusable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     show = _small_show(tmp_path)
     data = tmp_path / "var"
