@@ -161,22 +161,19 @@ async def _status(request: web.Request) -> dict[str, Any]:
     return _hub(request).status(_join_url(request))
 
 
-async def _start(request: web.Request) -> dict[str, Any]:
-    hub = _hub(request)
-    issued_ns = hub.clock.now_ns()
-    body = await _json_body(request)
-    start_ns = start_time_ns(body, issued_ns)
-    snapshot = hub.start_show(start_ns, _who(request), confirm=_confirm(body), issued_ns=issued_ns)
-    return snapshot_document(snapshot)
+def _scheduling(event: str) -> Any:
+    """POST /api/start or /api/reschedule: the body's start time, through Hub.start_show or reschedule_show."""
 
+    async def schedule(request: web.Request) -> dict[str, Any]:
+        hub = _hub(request)
+        issued_ns = hub.clock.now_ns()
+        body = await _json_body(request)
+        start_ns = start_time_ns(body, issued_ns)
+        command = hub.start_show if event == "start" else hub.reschedule_show
+        snapshot = command(start_ns, _who(request), confirm=_confirm(body), issued_ns=issued_ns)
+        return snapshot_document(snapshot)
 
-async def _reschedule(request: web.Request) -> dict[str, Any]:
-    hub = _hub(request)
-    issued_ns = hub.clock.now_ns()
-    body = await _json_body(request)
-    start_ns = start_time_ns(body, issued_ns)
-    snapshot = hub.reschedule_show(start_ns, _who(request), confirm=_confirm(body), issued_ns=issued_ns)
-    return snapshot_document(snapshot)
+    return schedule
 
 
 async def _abort(request: web.Request) -> dict[str, Any]:
@@ -229,8 +226,8 @@ async def _no_such_call(request: web.Request) -> web.Response:
 # path -> (method, call, query parameters it takes)
 ROUTES: dict[str, tuple[str, Any, tuple[str, ...]]] = {
     "/api/status": ("GET", _status, ()),
-    "/api/start": ("POST", _start, ()),
-    "/api/reschedule": ("POST", _reschedule, ()),
+    "/api/start": ("POST", _scheduling("start"), ()),
+    "/api/reschedule": ("POST", _scheduling("reschedule"), ()),
     "/api/abort": ("POST", _abort, ()),
     "/api/announce": ("POST", _announce, ()),
     "/api/events": ("GET", _events, ("limit",)),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,8 +48,9 @@ class DeviceView(Protocol):
 
 @dataclass
 class PhoneCounts:
-    """What the phones report of themselves (``ready``): screen kept on, page hidden, output latency."""
+    """What the phones report of themselves (``ready``): track loaded, screen kept on, page hidden, output latency."""
 
+    loaded: int = 0
     wake_lock: int = 0
     hidden: int = 0
     latency_reported: int = 0
@@ -60,10 +62,7 @@ class PhoneCounts:
         return {"wake_lock": self.wake_lock, "hidden": self.hidden, "latency_reported": self.latency_reported, "latency_mean_ms": mean}
 
     def add(self, other: PhoneCounts) -> None:
-        self.wake_lock += other.wake_lock
-        self.hidden += other.hidden
-        self.latency_reported += other.latency_reported
-        self.latency_sum_us += other.latency_sum_us
+        _add(self, other)
 
 
 @dataclass
@@ -75,13 +74,7 @@ class GroupCounts:
     ready: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "connected": self.connected,
-            "downloaded": self.downloaded,
-            "unlocked": self.unlocked,
-            "synced": self.synced,
-            "ready": self.ready,
-        }
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -124,12 +117,7 @@ class Fleet:
             "bound_unknown": self.bound_unknown,
             "laggards": [{**lag.as_dict(), "badness": lag.badness} for lag in self.laggards],
             "lead_min_ms": self.lead_min_ms,
-            "phones": {
-                "wake_lock": self.phones.wake_lock,
-                "hidden": self.phones.hidden,
-                "latency_reported": self.phones.latency_reported,
-                "latency_sum_us": self.phones.latency_sum_us,
-            },
+            "phones": dataclasses.asdict(self.phones),
         }
 
     @classmethod
@@ -176,12 +164,10 @@ def merge(fleets: Sequence[Fleet]) -> Fleet:
     )
 
 
-def _add(target: GroupCounts, counts: GroupCounts) -> None:
-    target.connected += counts.connected
-    target.downloaded += counts.downloaded
-    target.unlocked += counts.unlocked
-    target.synced += counts.synced
-    target.ready += counts.ready
+def _add(target: GroupCounts | PhoneCounts, counts: GroupCounts | PhoneCounts) -> None:
+    """Add ``counts`` into ``target``, field by field (two counters of the same class)."""
+    for spec in dataclasses.fields(target):
+        setattr(target, spec.name, getattr(target, spec.name) + getattr(counts, spec.name))
 
 
 def lead_for_rtt_ms(rtt_ms: float) -> int:
@@ -210,6 +196,8 @@ def summarize(
     phones = PhoneCounts()
     worst_rtt_ns = 0
     for device in devices:
+        if device.loaded:
+            phones.loaded += 1
         if device.wake_lock:
             phones.wake_lock += 1
         if device.visible is False:

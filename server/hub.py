@@ -143,6 +143,12 @@ class Outbox:
         # True while the drain task is inside a send: a direct write would overtake it.
         self.sending = False
         self.direct_writes = 0  # frames written at once, without the queue
+        # aiohttp's frame writer (set by ws.prepare, before any outbox exists), as
+        # its own send_bytes uses it when not compressing; looked up once, not per
+        # frame (tests/integration/test_http.py checks this path stays in use).
+        writer = getattr(ws, "_writer", None)
+        self._transport: asyncio.WriteTransport | None = getattr(writer, "transport", None)
+        self._write_frame: Callable[[bytes, int, int], None] | None = getattr(writer, "_write_websocket_frame", None)
         # Called with 1 after each frame sent (the metrics' message counter).
         self.on_sent = on_sent
 
@@ -162,11 +168,7 @@ class Outbox:
 
     def _write_now(self, item: OutItem) -> bool:
         """Write ``item`` as a binary frame now if the socket takes it without waiting; False if not."""
-        # aiohttp's frame writer, as its own send_bytes uses it when not compressing
-        # (tests/integration/test_http.py checks this path stays in use).
-        writer = getattr(self.ws, "_writer", None)
-        transport = getattr(writer, "transport", None)
-        write_frame = getattr(writer, "_write_websocket_frame", None)
+        transport, write_frame = self._transport, self._write_frame
         if transport is None or write_frame is None or transport.is_closing() or self.ws.closed:
             return False
         if transport.get_write_buffer_size() > DIRECT_WRITE_LIMIT:
@@ -368,24 +370,23 @@ class Hub:
         Raises InvalidTransition, or CommandRefused when the start is too soon
         or, unless ``confirm``, too few devices are ready.
         """
-        self._catch_up()
-        if (self.show.state, "start") not in TRANSITIONS:
-            raise InvalidTransition("start", self.show.state)
-        self.check_start(start_ns, confirm, issued_ns)
-        snapshot = self._command(self.show.start(start_ns))
-        self.log_event(who, "start", f"epoch {snapshot.epoch}, start at {local_time(start_ns)}")
-        return snapshot
+        return self._schedule("start", start_ns, who, confirm, issued_ns)
 
     def reschedule_show(
         self, start_ns: int, who: str = "server", confirm: bool = True, issued_ns: int | None = None
     ) -> ShowSnapshot:
         """Move the scheduled start to ``start_ns``; raises like ``start_show``."""
+        return self._schedule("reschedule", start_ns, who, confirm, issued_ns)
+
+    def _schedule(self, event: str, start_ns: int, who: str, confirm: bool, issued_ns: int | None) -> ShowSnapshot:
+        """The organizer's start or reschedule: allowed in this state, safe (or confirmed), stored, told, logged."""
         self._catch_up()
-        if (self.show.state, "reschedule") not in TRANSITIONS:
-            raise InvalidTransition("reschedule", self.show.state)
+        if (self.show.state, event) not in TRANSITIONS:
+            raise InvalidTransition(event, self.show.state)
         self.check_start(start_ns, confirm, issued_ns)
-        snapshot = self._command(self.show.reschedule(start_ns))
-        self.log_event(who, "reschedule", f"epoch {snapshot.epoch}, start at {local_time(start_ns)}")
+        apply = self.show.start if event == "start" else self.show.reschedule
+        snapshot = self._command(apply(start_ns))
+        self.log_event(who, event, f"epoch {snapshot.epoch}, start at {local_time(start_ns)}")
         return snapshot
 
     def abort_show(self, who: str = "server") -> ShowSnapshot:
@@ -541,7 +542,7 @@ class Hub:
             server_us=now_ns // 1000,
             devices=fleet.devices,
             groups={name: counts.connected for name, counts in fleet.groups.items()},
-            loaded=sum(d.loaded for d in self.devices),
+            loaded=fleet.phones.loaded,
             unlocked=fleet.funnel.unlocked,
             synced=fleet.funnel.synced,
             status=status_document(self, fleet, now_ns, self.join_url),

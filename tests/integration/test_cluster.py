@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +50,6 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
                 break
             except redis.ConnectionError:
                 assert proc.poll() is None, "redis-server exited"
-                import time
-
                 time.sleep(0.05)
         else:
             raise AssertionError("redis-server did not answer")
