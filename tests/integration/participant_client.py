@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import websockets
 
 from protocol import PROTOCOL_VERSION, decode, encode
-from protocol.messages import SERVER_TO_PARTICIPANT, Error, Estimate, Join, Ping, Pong, Ready, Schedule, Welcome
+from protocol.messages import SERVER_TO_PARTICIPANT, Announcement, Error, Estimate, Join, Ping, Pong, Ready, Schedule, Welcome
 
 # Server frames may reach about 512 KiB (a `show` with 500 cues, PROTOCOL.md section 1).
 MAX_SERVER_FRAME = 1 << 20
@@ -41,6 +41,8 @@ class Connection:
     welcome: Welcome | None = None
     schedules: list[Schedule] = field(default_factory=list)
     estimates: int = 0
+    # The text of every announcement, in order.
+    announcements: list[str] = field(default_factory=list)
     error: Error | None = None
     # Why it ended: the close code, or the exception's name; None while open.
     ended: str | None = None
@@ -121,6 +123,8 @@ class Participant:
                         connection.schedules.append(message)
                     elif isinstance(message, Estimate):
                         connection.estimates += 1
+                    elif isinstance(message, Announcement):
+                        connection.announcements.append(message.text)
                     elif isinstance(message, Error):
                         connection.error = message
                     await self._notify()

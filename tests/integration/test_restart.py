@@ -9,120 +9,29 @@ come back with backoff and jitter and must find the same start, epoch and group.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from tests.conftest import SMALL_SHOW_TOML, scaled, write_tone_wav
 from tests.integration.participant_client import Participant
+from tests.integration.processes import (  # noqa: F401 (crowd is a fixture; test_cluster imports the rest from here)
+    ServerProcess,
+    crowd,
+    free_port,
+    joined,
+    reconnected,
+    server_now_us,
+    sleep_until_server_us,
+)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PARTICIPANTS = 6
 # Tracks long enough that "playing" can be seen after the restart, short enough
 # that the third test sees the show end without a long wait.
 TRACK_S = 6.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class ServerProcess:
-    """`unisono serve` as a child process, started and killed by the test, always on one port and data dir."""
-
-    show: Path
-    data_dir: Path
-    logs: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-    runs: int = 0
-    # More `unisono serve` options (e.g. --redis URL).
-    extra_args: list[str] = field(default_factory=list)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    @property
-    def token(self) -> str:
-        return (self.data_dir / "organizer-token").read_text(encoding="utf-8").strip()
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    async def start(self) -> None:
-        """Start the server and return once /healthz answers."""
-        assert self.proc is None or self.proc.poll() is not None, "the server is already running"
-        self.runs += 1
-        command = [sys.executable, "-m", "server.cli", "serve", str(self.show), "--host", "127.0.0.1",
-                   "--port", str(self.port), "--data-dir", str(self.data_dir), *self.extra_args]  # fmt: skip
-        with open(self.logs / f"server-{self.runs}.out", "wb") as out, open(self.logs / f"server-{self.runs}.err", "wb") as err:
-            self.proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=out, stderr=err)
-        loop = asyncio.get_running_loop()
-        end = loop.time() + scaled(30)
-        async with aiohttp.ClientSession() as http:
-            while True:
-                assert self.proc.poll() is None, f"the server exited with {self.proc.returncode}: {self.stderr()}"
-                try:
-                    async with http.get(f"{self.base_url}/healthz") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                assert loop.time() < end, f"the server did not answer /healthz in time: {self.stderr()}"
-                await asyncio.sleep(0.05)
-
-    def kill(self) -> None:
-        """SIGKILL the server and wait until it is gone."""
-        assert self.proc is not None
-        pid = self.proc.pid
-        os.kill(pid, signal.SIGKILL)
-        returncode = self.proc.wait(timeout=scaled(10))
-        assert returncode == -signal.SIGKILL, f"the server ended with {returncode}, not by SIGKILL"
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)  # reaped: no such process any more
-
-    def stop(self) -> None:
-        """Teardown: kill the server if it still runs."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def stderr(self) -> str:
-        path = self.logs / f"server-{self.runs}.err"
-        return path.read_text(encoding="utf-8", errors="replace")[-2000:] if path.exists() else ""
-
-    async def get(self, path: str) -> dict[str, Any]:
-        async with aiohttp.ClientSession(headers=self.headers()) as http:
-            async with http.get(f"{self.base_url}{path}") as response:
-                body: dict[str, Any] = await response.json()
-                assert response.status == 200, f"GET {path}: {response.status} {body}"
-                return body
-
-    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        async with aiohttp.ClientSession(headers=self.headers()) as http:
-            async with http.post(f"{self.base_url}{path}", json=body) as response:
-                answer: dict[str, Any] = await response.json()
-                assert response.status == 200, f"POST {path}: {response.status} {answer}"
-                return answer
 
 
 @pytest.fixture
@@ -139,58 +48,12 @@ async def server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
         process.stop()
 
 
-@pytest.fixture
-async def crowd() -> AsyncIterator[Callable[[str, int], list[Participant]]]:
-    """Start reconnecting participants: ``crowd(url, n)``; all stopped at the end, their failures raised."""
-    tasks: list[asyncio.Task[None]] = []
-
-    def start(url: str, count: int) -> list[Participant]:
-        participants = [Participant(url, name=f"p{len(tasks) + i}") for i in range(count)]
-        tasks.extend(asyncio.create_task(p.run()) for p in participants)
-        return participants
-
-    try:
-        yield start
-    finally:
-        crashed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if crashed:
-            raise crashed[0].exception()  # type: ignore[misc]
-
-
-async def joined(participants: list[Participant], timeout_s: float = 10) -> None:
-    """Wait until every participant's current connection has a welcome and an estimate."""
-    def ready(p: Participant) -> bool:
-        return p.current is not None and p.current.welcome is not None and p.current.estimates > 0
-
-    await asyncio.gather(*(p.wait_for(ready, scaled(timeout_s)) for p in participants))
-
-
-async def reconnected(participants: list[Participant], after: int, timeout_s: float = 20) -> None:
-    """Wait until every participant has a welcomed connection with an index above ``after``, holding a schedule."""
-    def back(p: Participant) -> bool:
-        return any(c.index > after and c.welcome is not None and c.schedules for c in p.connections)
-
-    await asyncio.gather(*(p.wait_for(back, scaled(timeout_s)) for p in participants))
-
-
 def test_backoff_is_full_jitter_under_a_capped_exponential() -> None:
     """Delays are drawn from [0, min(cap, base * 2**attempt)]: spread over the whole range, never above the cap."""
     p = Participant("ws://unused", rng=random.Random(5), base_s=0.25, cap_s=5.0)
     for attempt, ceiling in [(0, 0.25), (1, 0.5), (3, 2.0), (5, 5.0), (40, 5.0)]:
         delays = [p.backoff_s(attempt) for _ in range(2000)]
         assert 0.0 <= min(delays) < 0.05 * ceiling and 0.95 * ceiling < max(delays) <= ceiling, (attempt, min(delays), max(delays))
-
-
-def server_now_us() -> int:
-    """Server time, near enough: a server anchors its clock to the wall clock when it starts."""
-    return time.time_ns() // 1000
-
-
-async def sleep_until_server_us(target_us: int) -> None:
-    await asyncio.sleep(max(0.0, (target_us - server_now_us()) / 1e6))
 
 
 def after_restart(events: list[dict[str, Any]], action: str) -> int:
@@ -203,7 +66,7 @@ def after_restart(events: list[dict[str, Any]], action: str) -> int:
 
 
 async def test_a_scheduled_show_survives_kill_9(server: ServerProcess, crowd: Callable[[str, int], list[Participant]]) -> None:
-    """Killed 1 s into an 8 s countdown and restarted: same start, epoch and groups; it then plays on time."""
+    """Killed 1 s into an 8 s countdown and restarted: same start, epoch, groups, announcement and event log; it then plays on time."""
     await server.start()
     participants = crowd(server.ws_url, PARTICIPANTS)
     await joined(participants)
@@ -215,6 +78,9 @@ async def test_a_scheduled_show_survives_kill_9(server: ServerProcess, crowd: Ca
     assert started["state"] == "scheduled"
     start_us, epoch = started["start_us"], started["epoch"]
     await asyncio.gather(*(p.wait_for(lambda p: any(s.epoch == epoch for s in p.current.schedules), scaled(5)) for p in participants))  # type: ignore[union-attr]
+    await server.post("/api/announce", {"text": "Meet at the fountain"})
+    await asyncio.gather(*(p.wait_for(lambda p: "Meet at the fountain" in p.current.announcements, scaled(5)) for p in participants))  # type: ignore[union-attr]
+    events_before = [(e["at_us"], e["action"], e["detail"]) for e in (await server.get("/api/events?limit=1000"))["events"]]
     last_before = {p.name: p.current.index for p in participants}  # type: ignore[union-attr]
 
     await asyncio.sleep(1.0)
@@ -233,6 +99,8 @@ async def test_a_scheduled_show_survives_kill_9(server: ServerProcess, crowd: Ca
         assert (first.state, first.start_us, first.epoch) == ("scheduled", start_us, epoch), (
             f"{p.name}: after the restart got {first}, expected scheduled at {start_us} epoch {epoch}"
         )
+        # The announcement made before the kill is given again on the new connection.
+        assert after.announcements == ["Meet at the fountain"], f"{p.name}: announcements after the restart {after.announcements}"
 
     status = await server.get("/api/status")
     assert status["show"]["state"] == "scheduled"
@@ -240,6 +108,9 @@ async def test_a_scheduled_show_survives_kill_9(server: ServerProcess, crowd: Ca
     events = (await server.get("/api/events?limit=1000"))["events"]
     start_event = events[after_restart(events, "start")]
     assert f"epoch {epoch}" in start_event["detail"]
+    # Nothing lost: every line logged before the kill is still there, in order, before the restart's.
+    assert [(e["at_us"], e["action"], e["detail"]) for e in events[: len(events_before)]] == events_before
+    assert [e["action"] for e in events[len(events_before) :]][:1] == ["server_start"]
 
     await sleep_until_server_us(start_us + 300_000)
     status = await server.get("/api/status")
