@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import resource
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
@@ -14,10 +17,12 @@ from server import api, poster
 from server.auth import Gate
 from server.config import WEB_ROOT, ServerConfig
 from server.hub import Hub, ShowSpec
+from server.identity import SECRET_BYTES, DeviceIds
 from server.metrics import LoopLagMonitor, Metrics
 from server.organizer import organizer_ws
 from server.participants import participant_ws
 from server.prepare import segment_files
+from server.security import FD_RESERVE, ConnectionLimits, RateLimit, remote_address_middleware, security_headers, style_hash
 from server.store import SqliteStore, Store
 from server.timebase import UpstreamPoller, start_responder
 
@@ -27,6 +32,13 @@ HUB = web.AppKey("hub", Hub)
 # The wrong-token slowdown, shared by the organizer websocket and the HTTP API.
 GATE = web.AppKey("gate", Gate)
 METRICS = web.AppKey("metrics", Metrics)
+# Limits and access (server/security.py): device ids, websocket caps, origins, message rate.
+DEVICE_IDS = web.AppKey("device_ids", DeviceIds)
+LIMITS = web.AppKey("limits", ConnectionLimits)
+ORIGINS = web.AppKey("origins", frozenset)
+RATE = web.AppKey("rate", RateLimit)
+# Request bodies: the API's JSON commands are a few hundred bytes (api.MAX_BODY_BYTES 4 KiB).
+CLIENT_MAX_SIZE = 16 * 1024
 
 # Track files never change under the same name (generated or prepared once),
 # so phones may keep them; pages change with releases and are revalidated.
@@ -35,6 +47,15 @@ METRICS = web.AppKey("metrics", Metrics)
 # from its own cache when the network fails, not from the HTTP cache.
 TRACK_CACHE_CONTROL = "public, max-age=3600"
 PAGE_CACHE_CONTROL = "no-cache"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by this user only (0600), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    tmp.chmod(0o600)
+    tmp.replace(path)
 
 
 def load_or_create_token(config: ServerConfig) -> str:
@@ -46,13 +67,40 @@ def load_or_create_token(config: ServerConfig) -> str:
         token = path.read_text(encoding="utf-8").strip()
         if len(token) >= 16:
             return token
-    path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(token + "\n", encoding="utf-8")
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    _write_private(path, token)
     return token
+
+
+def load_or_create_device_secret(config: ServerConfig, store: Store) -> bytes:
+    """The key that signs device ids: the cluster's in Redis (first node sets it), else <data_dir>/device-secret."""
+    candidate = secrets.token_bytes(SECRET_BYTES)
+    shared = getattr(store, "shared_secret", None)
+    if callable(shared):
+        value = shared("device-secret", candidate)
+        assert isinstance(value, bytes)
+        return value
+    path = config.device_secret_path
+    if path.exists():
+        try:
+            secret = base64.urlsafe_b64decode(path.read_text(encoding="ascii").strip())
+        except ValueError:
+            secret = b""
+        if len(secret) >= SECRET_BYTES:
+            return secret
+        log.warning("%s is not a usable secret: making a new one (devices get new ids and groups)", path)
+    _write_private(path, base64.urlsafe_b64encode(candidate).decode("ascii"))
+    return candidate
+
+
+def max_connections(config: ServerConfig) -> int:
+    """``config.max_connections``, or what the open-file limit leaves after a reserve."""
+    if config.max_connections is not None:
+        return config.max_connections
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return 1_000_000
+    return max(1, soft - FD_RESERVE)
 
 
 def make_app(config: ServerConfig, show: ShowSpec, token: str | None = None, store: Store | None = None) -> web.Application:
@@ -61,7 +109,10 @@ def make_app(config: ServerConfig, show: ShowSpec, token: str | None = None, sto
     ``store``: where the show's state, assignments and event log are kept
     (default: the SQLite file in the data dir, ``config.state_path``).
     """
-    app = web.Application()
+    proxies = config.proxy_networks
+    app = web.Application(
+        client_max_size=CLIENT_MAX_SIZE, middlewares=[remote_address_middleware(proxies)] if proxies else []
+    )
     redis_store = None
     if store is None and config.redis_url is not None:
         from server.cluster import RedisStore
@@ -71,6 +122,10 @@ def make_app(config: ServerConfig, show: ShowSpec, token: str | None = None, sto
     hub = Hub(config, show, token or load_or_create_token(config), store=store)
     app[HUB] = hub
     app[GATE] = Gate()
+    app[DEVICE_IDS] = DeviceIds(load_or_create_device_secret(config, store))
+    app[LIMITS] = ConnectionLimits(config.max_per_address, max_connections(config))
+    app[ORIGINS] = config.allowed_origins
+    app[RATE] = RateLimit(config.rate_per_s, config.rate_burst)
     loop_lag = LoopLagMonitor()
     hub.loop_lag_ms = loop_lag.p99_ms
     metrics = app[METRICS] = Metrics(
@@ -120,6 +175,7 @@ def make_app(config: ServerConfig, show: ShowSpec, token: str | None = None, sto
     app.cleanup_ctx.append(_run_timebase)
     app.on_shutdown.append(_close_all)
     app.on_response_prepare.append(_revalidate_by_default)
+    app.on_response_prepare.append(security_headers((style_hash(poster._POSTER_CSS),)))
     app.router.add_get("/", index)
     app.router.add_get("/ws", participant_ws)
     app.router.add_get("/ws/organizer", organizer_ws)

@@ -159,6 +159,12 @@ class RedisStore:
     def key(self, name: str) -> str:
         return self.prefix + name
 
+    def shared_secret(self, name: str, candidate: bytes) -> bytes:
+        """The cluster's secret ``name``: ``candidate`` if no node has set one yet (SET NX), else the stored one."""
+        self.db.set(self.key(name), candidate, nx=True)
+        value = self.db.get(self.key(name))
+        return value if isinstance(value, bytes) else candidate  # bytes: responses are not decoded
+
     def make_assigner(self, groups: tuple[str, ...], weights: Mapping[str, float]) -> RedisGroupAssigner:
         return RedisGroupAssigner(self, groups, weights)
 

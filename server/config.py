@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
 from clock.estimator import EstimatorConfig
@@ -81,6 +82,23 @@ class ServerConfig:
     sntp_host: str = "0.0.0.0"
     # The stratum SNTP answers give with no upstream (ntpd's local clock: 8).
     sntp_local_stratum: int = 8
+    # Limits and access (server/security.py, PROTOCOL.md "Limits").
+    # Websockets from one client address at most: generous, since thousands of
+    # phones on 4G share one carrier-grade NAT address.
+    max_per_address: int = 5000
+    # Websockets in all; None: the open-file limit minus a reserve (security.FD_RESERVE).
+    max_connections: int | None = None
+    # Messages a second (and at once) one connection may send; above: closed 1008.
+    rate_per_s: float = 50.0
+    rate_burst: int = 100
+    # Browser origins, besides this server's own and public_url's, whose pages
+    # may open the websockets ("https://example.org").
+    allow_origins: tuple[str, ...] = ()
+    # Proxies (addresses or networks) whose X-Forwarded-For names the client.
+    trusted_proxies: tuple[str, ...] = ()
+    # Serve HTTPS and WSS with this certificate chain and key (PEM), both or neither.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -107,6 +125,16 @@ class ServerConfig:
             raise ConfigError(f"sntp_port: expected 0..65535, found {self.sntp_port}")
         if not 1 <= self.sntp_local_stratum <= 15:
             raise ConfigError(f"sntp_local_stratum: expected 1..15, found {self.sntp_local_stratum}")
+        if self.max_per_address < 1:
+            raise ConfigError(f"max_per_address: expected at least 1, found {self.max_per_address}")
+        if self.max_connections is not None and self.max_connections < 1:
+            raise ConfigError(f"max_connections: expected at least 1, found {self.max_connections}")
+        if not self.rate_per_s > 0 or self.rate_burst < 1:
+            raise ConfigError(f"rate limit: expected > 0 messages a second and a burst >= 1, found {self.rate_per_s}, {self.rate_burst}")
+        self.allowed_origins  # raises ConfigError naming the option
+        self.proxy_networks  # likewise
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert, tls_key: give both the certificate and its key, or neither")
 
     @property
     def ntp_upstream_address(self) -> tuple[str, int] | None:
@@ -117,6 +145,34 @@ class ServerConfig:
             return parse_host_port(self.ntp_upstream, default_port=123)
         except ValueError as exc:
             raise ConfigError(f"ntp_upstream: {exc}") from None
+
+    @property
+    def allowed_origins(self) -> frozenset[str]:
+        """Origins allowed to open websockets besides the request's own: allow_origins and public_url's."""
+        from server.security import origin_of
+
+        origins = set()
+        for name, urls in (("allow_origins", self.allow_origins), ("public_url", (self.public_url,) if self.public_url else ())):
+            for url in urls:
+                try:
+                    origins.add(origin_of(url))
+                except ValueError as exc:
+                    raise ConfigError(f"{name}: {exc}") from None
+        return frozenset(origins)
+
+    @property
+    def proxy_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        from server.security import parse_networks
+
+        try:
+            return parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"trusted_proxies: {exc}") from None
+
+    @property
+    def device_secret_path(self) -> Path:
+        """The key that signs device ids (server/identity.py), unless Redis holds the cluster's."""
+        return self.data_dir / "device-secret"
 
     @property
     def token_path(self) -> Path:

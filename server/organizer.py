@@ -13,23 +13,34 @@ from protocol.messages import ORGANIZER_TO_SERVER, Abort, Announce, Error, Hello
 from server.auth import Gate
 from server.connection import HEARTBEAT_S, TRANSPORT_MAX_FRAME, close_for, drain, frames
 from server.hub import CommandRefused, Hub, Outbox
+from server.security import websocket_admission
 from server.show import InvalidTransition
 
 log = logging.getLogger("unisono.organizer")
 
 
 async def organizer_ws(request: web.Request) -> web.WebSocketResponse:
-    """Serve one organizer console until it leaves."""
-    from server.app import GATE, HUB, METRICS
+    """Serve one organizer console until it leaves (after the origin and connection-cap checks)."""
+    from server.app import LIMITS, ORIGINS
+
+    with websocket_admission(request, request.app[LIMITS], request.app[ORIGINS]):
+        return await _serve(request)
+
+
+async def _serve(request: web.Request) -> web.WebSocketResponse:
+    from server.app import GATE, HUB, METRICS, RATE
 
     hub: Hub = request.app[HUB]
+    rate = request.app[RATE]
     who = f"organizer socket {request.remote}"
     ws = web.WebSocketResponse(max_msg_size=TRANSPORT_MAX_FRAME, heartbeat=HEARTBEAT_S)
     await ws.prepare(request)
     outbox: Outbox | None = None
     writer: asyncio.Task[None] | None = None
     try:
+        bucket = rate.bucket(hub.clock.now_ns())
         async for data, received_ns in frames(ws, hub.clock.now_ns):
+            rate.check(bucket, received_ns)
             message = decode(data, ORGANIZER_TO_SERVER, MAX_ORGANIZER_MESSAGE)
             request.app[METRICS].count_received(message.TYPE)
             if outbox is None:

@@ -15,13 +15,15 @@ from collections.abc import Callable
 from aiohttp import web
 
 from clock.estimator import ClockEstimate
-from clock.sample import Sample
+from clock.sample import Rejection, Sample
 from clock.session import DeviceSession
 from protocol import MAX_PARTICIPANT_MESSAGE, PROTOCOL_VERSION, decode, encode
 from protocol.errors import UnexpectedMessage, UnsupportedVersion
 from protocol.messages import PARTICIPANT_TO_SERVER, Estimate, Join, Pong, Ready, Welcome
 from server.connection import HEARTBEAT_S, Arrivals, TRANSPORT_MAX_FRAME, close_for, drain, frames
 from server.hub import Device, Hub, Outbox
+from server.identity import NONCE_BYTES, DeviceIds
+from server.security import websocket_admission
 from server.showfile import language_of
 
 log = logging.getLogger("unisono.participants")
@@ -40,11 +42,19 @@ def estimate_message(estimate: ClockEstimate) -> Estimate:
 
 
 async def participant_ws(request: web.Request) -> web.WebSocketResponse:
-    """Serve one participant until it leaves."""
-    from server.app import HUB, METRICS
+    """Serve one participant until it leaves (after the origin and connection-cap checks)."""
+    from server.app import LIMITS, ORIGINS
+
+    with websocket_admission(request, request.app[LIMITS], request.app[ORIGINS]):
+        return await _serve(request)
+
+
+async def _serve(request: web.Request) -> web.WebSocketResponse:
+    from server.app import DEVICE_IDS, HUB, METRICS, RATE
 
     hub: Hub = request.app[HUB]
     metrics = request.app[METRICS]
+    rate = request.app[RATE]
     # No permessage-deflate: frames of a few dozen bytes gain nothing, and the
     # per-connection zlib state cost ~150 KB and half the CPU per message.
     ws = web.WebSocketResponse(max_msg_size=TRANSPORT_MAX_FRAME, heartbeat=HEARTBEAT_S, compress=False)
@@ -53,11 +63,13 @@ async def participant_ws(request: web.Request) -> web.WebSocketResponse:
     writer: asyncio.Task[None] | None = None
     try:
         arrivals = Arrivals(request.transport, hub.clock.now_ns)
+        bucket = rate.bucket(hub.clock.now_ns())
         async for data, received_ns in frames(ws, hub.clock.now_ns, arrivals):
+            rate.check(bucket, received_ns)  # before decoding: a flood costs as little as possible
             message = decode(data, PARTICIPANT_TO_SERVER, MAX_PARTICIPANT_MESSAGE)
             metrics.count_received(message.TYPE)
             if device is None:
-                device = _join(hub, ws, message, metrics.count_sent)
+                device = _join(hub, request.app[DEVICE_IDS], ws, message, metrics.count_sent)
                 device.early_stamps = arrivals.stamping
                 writer = asyncio.create_task(drain(device.outbox))
             elif isinstance(message, Pong):
@@ -81,14 +93,19 @@ async def participant_ws(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-def _join(hub: Hub, ws: web.WebSocketResponse, message: object, on_sent: Callable[[int], None] | None = None) -> Device:
+def _join(
+    hub: Hub, ids: DeviceIds, ws: web.WebSocketResponse, message: object, on_sent: Callable[[int], None] | None = None
+) -> Device:
     if not isinstance(message, Join):
         found = getattr(message, "TYPE", "something else")
         raise UnexpectedMessage(f"expected join first, found {found}")
     if message.v != PROTOCOL_VERSION:
         raise UnsupportedVersion(message.v, PROTOCOL_VERSION)
-    # 16 random bytes in URL-safe base64: 22 characters of [A-Za-z0-9_-].
-    device_id = message.device_id or secrets.token_urlsafe(16)
+    # Only an id this server issued keeps its group: any other (forged,
+    # another server's, an old unsigned one) is a new device with a new group.
+    device_id, known = ids.admit(message.device_id, secrets.token_bytes(NONCE_BYTES))
+    if message.device_id is not None and not known:
+        log.debug("join with an id this server did not issue: new id %s", device_id)
     group = hub.groups.assign(device_id)
     session = DeviceSession(hub.config.polling, hub.config.estimator)
     device = Device(device_id, group, session, Outbox(ws, hub.config.send_queue_limit, on_sent))
@@ -121,6 +138,8 @@ ESTIMATE_REFRESH_NS = 10_000_000_000
 def _receive_pong(hub: Hub, device: Device, pong: Pong, received_ns: int) -> None:
     session: DeviceSession = device.session
     result = session.receive_pong(pong.seq, pong.t0_us, pong.t1_us * 1000, pong.t2_us * 1000, received_ns)
+    if result is Rejection.UNKNOWN_PING:
+        return  # unsolicited (or a duplicate): nothing changed, so nothing more to do
     hub.pinger.reschedule(device)  # an answer may bring the next ping forward
     if not isinstance(result, Sample):
         log.debug("device %s: sample rejected: %s", device.device_id, result.value)
