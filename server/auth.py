@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 FIRST_DELAY_S = 0.25
@@ -74,20 +75,32 @@ class Throttle:
 class Gate:
     """The throttle on a running server: one check at a time per address, wrong ones answered late."""
 
-    def __init__(self, throttle: Throttle | None = None) -> None:
+    def __init__(
+        self,
+        throttle: Throttle | None = None,
+        now_s: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """``now_s`` and ``sleep`` are the clock and the wait (a test passes simulated ones)."""
         self.throttle = throttle or Throttle()
+        self._now_s = now_s
+        self._sleep = sleep
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}
 
     async def admit(self, address: str, given: str, expected: str) -> bool:
-        """Whether ``given`` is the token; a wrong one is answered after the address's delay."""
+        """Whether ``given`` is the token; a wrong one is answered after the address's delay.
+
+        ``address`` is the client's (``request.remote``: behind a trusted proxy,
+        from X-Forwarded-For; server/security.py).
+        """
         self._users[address] = self._users.get(address, 0) + 1
         lock = self._locks.setdefault(address, asyncio.Lock())
         try:
             async with lock:
-                ok, delay = self.throttle.check(address, given, expected, time.monotonic())
+                ok, delay = self.throttle.check(address, given, expected, self._now_s())
                 if not ok:
-                    await asyncio.sleep(delay)
+                    await self._sleep(delay)
                 return ok
         finally:
             self._users[address] -= 1

@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import resource
 import socket
+import ssl
 import sys
 from pathlib import Path
 
@@ -118,21 +120,51 @@ def lan_address() -> str:
             return "127.0.0.1"
 
 
+def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """The server's TLS context from ``tls_cert`` and ``tls_key``, None without them; ConfigError if unusable."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except OSError as exc:
+        raise ConfigError(f"tls_cert, tls_key: cannot read {exc.filename or config.tls_cert}: {exc.strerror or exc}") from None
+    except ssl.SSLError as exc:
+        raise ConfigError(f"tls_cert, tls_key: not a PEM certificate chain and its matching key ({exc.reason or exc})") from None
+    return context
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft open-file limit to the hard one (each phone holds a socket); the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            return soft
+    return hard
+
+
 async def serve(config: ServerConfig, show: ShowSpec, ready: asyncio.Event | None = None) -> None:
-    """Run the server until cancelled; prints the participant and organizer URLs."""
+    """Run the server until cancelled; prints the participant and organizer URLs.
+
+    Raises ConfigError when the TLS certificate or key cannot be used.
+    """
+    context = tls_context(config)
+    scheme = "https" if context is not None else "http"
     app = make_app(config, show, load_or_create_token(config))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, backlog=LISTEN_BACKLOG)
+    site = web.TCPSite(runner, config.host, config.port, backlog=LISTEN_BACKLOG, ssl_context=context)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else config.port
     host = lan_address() if config.host in ("0.0.0.0", "::", "") else config.host
     hub = app[HUB]
     if not hub.join_url:
-        hub.join_url = f"http://{host}:{port}/"
+        hub.join_url = f"{scheme}://{host}:{port}/"
     print(f"Unisono is serving {show.title!r} ({len(show.tracks)} groups)", flush=True)
     print(f"  participants: {hub.join_url}", flush=True)
-    print(f"  organizer:    http://{host}:{port}/organizer.html?token={hub.token}", flush=True)
+    print(f"  organizer:    {scheme}://{host}:{port}/organizer.html?token={hub.token}", flush=True)
     if hub.sntp is not None:
         sntp_host, sntp_port = hub.sntp.address
         print(f"  SNTP:         udp {host if sntp_host in ('0.0.0.0', '::') else sntp_host}:{sntp_port}", flush=True)
@@ -163,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--sntp-port", metavar="PORT", type=int, default=None, help="answer SNTP on this UDP port, for native clients and other nodes (default: off; 123 needs privileges)")
     p_serve.add_argument("--sntp-host", metavar="ADDR", default="0.0.0.0", help="address to answer SNTP on (default: all)")
     p_serve.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help="event loop: asyncio's own or uvloop (Linux and macOS; default: asyncio)")
+    p_serve.add_argument("--tls-cert", metavar="FILE", type=Path, default=None, help="serve HTTPS and WSS with this PEM certificate chain (with --tls-key); phones need HTTPS for offline use and wake lock. Or terminate TLS in a reverse proxy: deploy/nginx-tls.conf")
+    p_serve.add_argument("--tls-key", metavar="FILE", type=Path, default=None, help="the PEM private key of --tls-cert")
+    p_serve.add_argument("--allow-origin", metavar="ORIGIN", action="append", default=[], help="also accept websockets from pages of this origin (https://example.org); repeatable. This server's own origin and --public-url's are always accepted")
+    p_serve.add_argument("--trusted-proxy", metavar="ADDR", action="append", default=[], help="a reverse proxy (address or network) whose X-Forwarded-For names the client, for per-address limits and the wrong-token delay; repeatable. Without it, behind a proxy every phone counts as the proxy's address")
+    p_serve.add_argument("--max-per-address", metavar="N", type=int, default=5000, help="websockets from one client address at most (default: 5000; phones behind a carrier NAT share one address)")
+    p_serve.add_argument("--max-connections", metavar="N", type=int, default=None, help="websockets in all at most (default: the open-file limit minus 256)")
     p_serve.add_argument("--ready-share", type=float, default=0.8, help="a start with fewer ready devices than this share asks for confirmation (default: 0.8)")
     p_check = sub.add_parser("check", help="validate a show file and list every error")
     p_check.add_argument("show", type=Path, help="the show file (TOML)")
@@ -187,7 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         config = ServerConfig(
             host=args.host, port=args.port, data_dir=args.data_dir, public_url=args.public_url, redis_url=args.redis, gc_freeze=True, ready_share_min=args.ready_share,
             ntp_upstream=args.ntp_upstream, ntp_poll_s=args.ntp_poll, sntp_port=args.sntp_port, sntp_host=args.sntp_host,
+            tls_cert=args.tls_cert, tls_key=args.tls_key, allow_origins=tuple(args.allow_origin),
+            trusted_proxies=tuple(args.trusted_proxy), max_per_address=args.max_per_address, max_connections=args.max_connections,
         )
+        tls_context(config)  # an unreadable certificate is an option error, before any work
     except ConfigError as exc:
         print(f"unisono: invalid option: {exc}", file=sys.stderr)
         return 2
@@ -200,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         show_file = loaded
     show = ShowSpec.from_file(prepared(show_file, config.data_dir))
+    raise_open_file_limit()
     run = asyncio.run
     if args.loop == "uvloop":
         try:
