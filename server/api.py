@@ -78,13 +78,22 @@ async def _authorize(request: web.Request) -> None:
 async def _json_body(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise ApiError("bad_request", f"the body is over {MAX_BODY_BYTES} bytes")
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
+    return parse_body(await request.content.read(MAX_BODY_BYTES + 1))
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """A request body as a JSON object. Raises only ApiError (bad_request), whatever the bytes."""
     if len(raw) > MAX_BODY_BYTES:
         raise ApiError("bad_request", f"the body is over {MAX_BODY_BYTES} bytes")
     try:
         body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise ApiError("bad_request", "the body is not JSON: it is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
         raise ApiError("bad_request", f"the body is not JSON: {exc}") from None
+    except RecursionError:
+        # json's C scanner recurses once per nesting level: 4 KiB of '[' is deeper than the interpreter allows.
+        raise ApiError("bad_request", "the body is not JSON the API takes: nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError("bad_request", f"expected a JSON object, found {type(body).__name__}")
     return body
@@ -104,10 +113,12 @@ def start_time_ns(body: dict[str, Any], issued_ns: int) -> int:
         raise ApiError("bad_request", "give exactly one of in_s (seconds from now) and at (an RFC 3339 time)")
     if has_in:
         seconds = body["in_s"]
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+        # An int is checked before math.isfinite: JSON integers have no size limit, floats do (OverflowError).
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or (isinstance(seconds, float) and not math.isfinite(seconds)):
             raise ApiError("bad_request", "in_s: expected a number of seconds")
         if not 0 < seconds <= MAX_LEAD_S:
-            raise ApiError("bad_request", f"in_s: expected more than 0 and at most {MAX_LEAD_S} seconds, found {seconds:g}")
+            found = f"{seconds:g}" if abs(seconds) < 1e15 else "a number out of range"
+            raise ApiError("bad_request", f"in_s: expected more than 0 and at most {MAX_LEAD_S} seconds, found {found}")
         return issued_ns + round(seconds * 1e9)
     text = body["at"]
     if not isinstance(text, str) or len(text) > 64:
@@ -126,6 +137,11 @@ def start_time_ns(body: dict[str, Any], issued_ns: int) -> int:
     if start_ns - issued_ns > MAX_LEAD_S * 1_000_000_000:
         raise ApiError("too_far", f"at: {text!r} is more than {MAX_LEAD_S // 3600} hours ahead; start at most a day ahead")
     return start_ns
+
+
+def start_request(body: dict[str, Any], issued_ns: int) -> tuple[int, bool]:
+    """A start's or reschedule's body: (server time of the start, confirm). Raises only ApiError."""
+    return start_time_ns(body, issued_ns), _confirm(body)
 
 
 def _confirm(body: dict[str, Any]) -> bool:
@@ -167,10 +183,9 @@ def _scheduling(event: str) -> Any:
     async def schedule(request: web.Request) -> dict[str, Any]:
         hub = _hub(request)
         issued_ns = hub.clock.now_ns()
-        body = await _json_body(request)
-        start_ns = start_time_ns(body, issued_ns)
+        start_ns, confirm = start_request(await _json_body(request), issued_ns)
         command = hub.start_show if event == "start" else hub.reschedule_show
-        snapshot = command(start_ns, _who(request), confirm=_confirm(body), issued_ns=issued_ns)
+        snapshot = command(start_ns, _who(request), confirm=confirm, issued_ns=issued_ns)
         return snapshot_document(snapshot)
 
     return schedule
@@ -180,14 +195,23 @@ async def _abort(request: web.Request) -> dict[str, Any]:
     return snapshot_document(_hub(request).abort_show(_who(request)))
 
 
-async def _announce(request: web.Request) -> dict[str, Any]:
-    body = await _json_body(request)
+def announce_text(body: dict[str, Any]) -> str:
+    """An announce body's text. Raises only ApiError."""
     _unknown_fields(body, ("text",))
     text = body.get("text")
     if not isinstance(text, str):
         raise ApiError("bad_request", "text: expected the words to show on every page (an empty text clears the announcement)")
     if len(text) > MAX_ANNOUNCEMENT_TEXT:
         raise ApiError("bad_request", f"text: at most {MAX_ANNOUNCEMENT_TEXT} characters, found {len(text)}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # JSON's "\ud800" escapes decode to lone surrogates, which no UTF-8 frame can carry
+        raise ApiError("bad_request", "text: expected Unicode text, found a lone surrogate escape (\\ud800-\\udfff)") from None
+    return text
+
+
+async def _announce(request: web.Request) -> dict[str, Any]:
+    text = announce_text(await _json_body(request))
     hub = _hub(request)
     message = hub.announce(text, _who(request))
     return {"at_us": message.at_us, "devices": len(hub.devices)}

@@ -167,11 +167,22 @@ def load_show(
     """Read and check a show file. Tracks resolve against ``track_dir`` (default: the file's folder).
 
     ``duration_ns`` reads a track's length and raises ValueError or OSError if
-    it cannot. Raises ShowFileInvalid listing every error, or OSError if the
-    file itself cannot be read.
+    it cannot. Raises ShowFileInvalid listing every error (a file that is not
+    UTF-8 included), or OSError if the file itself cannot be read.
     """
-    text = path.read_text(encoding="utf-8")
+    text = decode_show_text(path.read_bytes(), path)
     return parse_show(text, path, track_dir or path.parent, duration_ns)
+
+
+def decode_show_text(data: bytes, path: Path) -> str:
+    """A show file's bytes as text (UTF-8, as TOML requires); raises ShowFileInvalid naming the line of a bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        found = f"byte 0x{data[exc.start]:02x} at column {column}"
+        raise ShowFileInvalid([ShowError(path, "", line, "UTF-8 text (TOML files are UTF-8)", found)]) from None
 
 
 def parse_show(text: str, path: Path, track_dir: Path, duration_ns: Callable[[Path], int] = track_duration_ns) -> ShowFile:
@@ -397,8 +408,14 @@ class _Checker:
         if not isinstance(value, str) or not value.strip():
             self.error(key, "the path of an audio file, relative to the show file", _found(value))
             return None, None
-        path = (self.track_dir / value).resolve()
-        if not path.is_file():
+        try:
+            path = (self.track_dir / value).resolve()
+            exists = path.is_file()
+        except (OSError, ValueError) as exc:  # a name too long for the system, a NUL byte, a loop of links
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self.error(key, "the path of an audio file, relative to the show file", f"a path the system refuses ({reason})")
+            return None, None
+        if not exists:
             self.error(key, "an existing audio file", f"no file at {path}")
             return None, None
         other = track_names.setdefault(path.name, path)
