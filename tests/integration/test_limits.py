@@ -244,3 +244,148 @@ async def test_flooders_are_closed_and_an_honest_device_keeps_its_bound(server: 
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+# ------------------------------------------------------ paths and ranges
+
+
+async def raw_get(base_url: str, path: str, headers: tuple[str, ...] = ()) -> tuple[int, dict[str, str], bytes]:
+    """One GET with ``path`` sent byte for byte (no client-side normalising): status, headers, body."""
+    host, port = base_url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close", *headers]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8"))
+    data = await asyncio.wait_for(reader.read(), scaled(5))
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in header_lines)}
+    return int(status_line.split()[1]), fields, body
+
+
+TRAVERSALS = [
+    "/../secret.txt",
+    "/%2e%2e/secret.txt",
+    "/%2E%2E%2Fsecret.txt",
+    "/js/../../secret.txt",
+    "/js/..%2f..%2fsecret.txt",
+    "/js%5c..%5c..%5csecret.txt",
+    "/..\\secret.txt",
+    "//secret.txt",
+    "/secret.txt%00.html",
+    "/%00",
+    "/leak",  # a symlink in the web root to the secret outside it
+    "/linkdir/secret.txt",  # a symlinked directory
+    "/tracks/../secret.txt",
+    "/tracks/..%2fsecret.txt",
+    "/tracks/%2e%2e%2fsecret.txt",
+    "/tracks/..\\secret.txt",
+    "/tracks/%00",
+    "/tracks/show.toml",  # next to the tracks, but not a track
+    "/tracks//etc/passwd",
+]
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+async def test_no_path_reaches_outside_the_web_root_or_the_tracks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """../, %2e%2e, %2f, backslash, NUL, absolute paths and symlinks out of the web root get 4xx, never the file."""
+    web_root = tmp_path / "web"
+    (web_root / "js").mkdir(parents=True)
+    (web_root / "index.html").write_text("<!doctype html><title>t</title>")
+    (web_root / "js" / "ok.js").write_text("export {};")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-MARKER")
+    (web_root / "leak").symlink_to(secret)
+    (web_root / "linkdir").symlink_to(tmp_path, target_is_directory=True)
+    monkeypatch.setattr(server.app, "WEB_ROOT", web_root)
+    async with serving(tmp_path) as (_, running):
+        status, _, body = await raw_get(running.base_url, path)
+        assert status in (400, 403, 404), (path, status)
+        assert b"TOP-SECRET" not in body and b"organizer-token" not in body
+        # The server is unharmed and still serves its own files.
+        ok_status, _, ok_body = await raw_get(running.base_url, "/js/ok.js")
+        assert ok_status == 200 and ok_body == b"export {};"
+
+
+TRACK_BYTES = 48_044  # small_show's 3 s mono 8 kHz 16-bit WAV with its 44-byte header
+
+RANGES = [
+    pytest.param("bytes=0-99", 206, "bytes 0-99/48044", 100, id="plain"),
+    pytest.param("bytes=0-0", 206, "bytes 0-0/48044", 1, id="one-byte"),
+    pytest.param("bytes=-100", 206, "bytes 47944-48043/48044", 100, id="suffix"),
+    pytest.param("bytes=0-99999999999999999999999", 206, "bytes 0-48043/48044", TRACK_BYTES, id="huge-end"),
+    pytest.param("bytes=-99999999999999999999", 206, "bytes 0-48043/48044", TRACK_BYTES, id="huge-suffix"),
+    pytest.param("bytes=99999999999999999999-", 416, "bytes */48044", None, id="huge-start"),
+    pytest.param("bytes=48044-", 416, "bytes */48044", None, id="past-the-end"),
+    pytest.param("bytes=100-10", 416, "bytes */48044", None, id="reversed"),
+    pytest.param("bytes=0-10,5-15", 416, "bytes */48044", None, id="overlapping"),
+    pytest.param("bytes=" + ",".join(f"{i}-{i}" for i in range(1000)), 416, "bytes */48044", None, id="1000-ranges"),
+    pytest.param("bytes=--5", 416, "bytes */48044", None, id="negative"),
+    pytest.param("bytes=abc", 416, "bytes */48044", None, id="garbage"),
+    pytest.param("bytes=0x10-0x20", 416, "bytes */48044", None, id="hex"),
+    pytest.param("bytes=\u0661-\u0662", 416, "bytes */48044", None, id="unicode-digits"),
+    pytest.param("pages=1-2", 416, "bytes */48044", None, id="other-unit"),
+    pytest.param("bytes=", 416, "bytes */48044", None, id="empty"),
+]
+
+
+@pytest.mark.parametrize("header, status, content_range, length", RANGES)
+async def test_abusive_ranges_get_206_or_416_never_a_crash(
+    server: RunningServer, header: str, status: int, content_range: str, length: int | None
+) -> None:
+    """Each Range on a track is answered 206 with a consistent Content-Range, or 416; the server keeps serving."""
+    got, fields, body = await raw_get(server.base_url, "/tracks/red.wav", (f"Range: {header}",))
+    assert got == status
+    assert fields["content-range"] == content_range
+    if length is not None:
+        assert len(body) == length
+    full, _, whole = await raw_get(server.base_url, "/tracks/red.wav")
+    assert full == 200 and len(whole) == TRACK_BYTES
+
+
+async def test_a_range_header_over_the_line_limit_is_a_400(server: RunningServer) -> None:
+    """A Range header of 20,000 characters is refused by the HTTP parser (4xx), not a 500."""
+    got, _, _ = await raw_get(server.base_url, "/tracks/red.wav", ("Range: bytes=" + "0-0," * 5000,))
+    assert 400 <= got < 500
+
+
+async def test_an_api_body_over_the_cap_is_refused(server: RunningServer) -> None:
+    """A 100 KB body to the API is refused with a 4xx and a reason."""
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{server.base_url}/api/announce",
+            data=b"{" + b" " * 100_000 + b"}",
+            headers={"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"},
+        ) as response:
+            assert 400 <= response.status < 500
+            assert "over" in await response.text()
+
+
+# ------------------------------------------------------------ headers
+
+
+@pytest.mark.parametrize("path", ["/", "/organizer.html", "/js/net.js", "/sw.js", "/tracks/red.wav", "/poster", "/join.svg", "/nope", "/healthz"])
+async def test_every_response_carries_the_security_headers(server: RunningServer, path: str) -> None:
+    """CSP without inline scripts, nosniff, no referrer, no framing and a permissions policy, on every response."""
+    _, fields, _ = await raw_get(server.base_url, path)
+    policy = fields["content-security-policy"]
+    assert "script-src 'self';" in policy and "unsafe-inline" not in policy
+    assert "frame-ancestors 'none'" in policy
+    assert fields["x-content-type-options"] == "nosniff"
+    assert fields["referrer-policy"] == "no-referrer"
+    assert fields["x-frame-options"] == "DENY"
+    assert "screen-wake-lock=(self)" in fields["permissions-policy"]
+
+
+async def test_the_poster_inline_style_is_allowed_by_its_hash(server: RunningServer) -> None:
+    """The poster's one inline <style> matches the hash in its policy, so it renders under the CSP."""
+    import re
+
+    from server.security import style_hash
+
+    _, fields, body = await raw_get(server.base_url, "/poster")
+    css = re.search(rb"<style>(.*?)</style>", body, re.S)
+    assert css is not None
+    assert style_hash(css.group(1).decode("utf-8")) in fields["content-security-policy"]
