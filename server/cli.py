@@ -127,10 +127,10 @@ def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(config.tls_cert, config.tls_key)
+    except ssl.SSLError as exc:  # before OSError, its base class
+        raise ConfigError(f"tls_cert, tls_key: not a PEM certificate chain and its matching key ({exc.reason or exc})") from None
     except OSError as exc:
         raise ConfigError(f"tls_cert, tls_key: cannot read {exc.filename or config.tls_cert}: {exc.strerror or exc}") from None
-    except ssl.SSLError as exc:
-        raise ConfigError(f"tls_cert, tls_key: not a PEM certificate chain and its matching key ({exc.reason or exc})") from None
     return context
 
 
