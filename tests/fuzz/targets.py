@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgpack
+
 from clock.ntp import HEADER_LEN, MODE_CLIENT, MODE_SERVER, Header, ServerIdentity, request_problem, unix_ns_to_ntp
 from clock.reference import ReferenceClock
 from protocol import encode
@@ -93,6 +95,9 @@ class Target:
     name: str
     run: Callable[[bytes], str]
     seeds: tuple[bytes, ...]
+    # A mutation that keeps the input's outer form (a msgpack map, TOML lines,
+    # a JSON object) so that inputs get past the first parse; None: bytes only.
+    structured: Callable[[bytes, Any], bytes] | None = None
 
 
 # --- protocol messages -----------------------------------------------------------
@@ -122,7 +127,7 @@ def decode_outcome(data: bytes, accept: tuple[type[Message], ...], max_size: int
 
 
 def _protocol_target(name: str, accept: tuple[type[Message], ...], max_size: int) -> Target:
-    return Target(name, lambda data: decode_outcome(data, accept, max_size), MESSAGE_SEEDS)
+    return Target(name, lambda data: decode_outcome(data, accept, max_size), MESSAGE_SEEDS, mutate_message)
 
 
 # --- SNTP ----------------------------------------------------------------------
@@ -261,19 +266,6 @@ def api_outcome(data: bytes) -> str:
     return ", ".join(kinds)
 
 
-TARGETS: dict[str, Target] = {
-    target.name: target
-    for target in (
-        _protocol_target("protocol.participant", PARTICIPANT_TO_SERVER, MAX_PARTICIPANT_MESSAGE),
-        _protocol_target("protocol.organizer", ORGANIZER_TO_SERVER, MAX_ORGANIZER_MESSAGE),
-        _protocol_target("protocol.to_participant", SERVER_TO_PARTICIPANT, MAX_SERVER_FRAME),
-        _protocol_target("protocol.to_organizer", SERVER_TO_ORGANIZER, MAX_SERVER_FRAME),
-        Target("sntp", sntp_outcome, SNTP_SEEDS),
-        Target("showfile", showfile_outcome, _show_seeds()),
-        Target("api", api_outcome, API_SEEDS),
-    )
-}
-
 def json_values() -> Any:
     """Hypothesis strategy: any JSON document, including NaN, infinities and huge numbers."""
     from hypothesis import strategies as st
@@ -321,3 +313,86 @@ def mutate(data: bytes, rng: Any, corpus: tuple[bytes, ...] = ()) -> bytes:
         else:  # an interesting byte inserted
             out[at:at] = bytes([rng.choice(INTERESTING_BYTES)])
     return bytes(out)
+
+
+# Values at the edges of what each field takes: nil, booleans, integer limits
+# (JavaScript's safe range, 32 and 64 bits), non-finite and tiny floats, empty
+# and long strings, binary, containers, an extension type.
+INTERESTING_VALUES: tuple[Any, ...] = (
+    None, True, False, 0, -1, 1, 255, 65535, 65536, 2**32 - 1, 2**32, 2**53 - 1, 2**53, -(2**53), 2**63 - 1,
+    -(2**63), 2**64 - 1, 0.5, -0.0, 1e308, float("nan"), float("inf"), float("-inf"), 5e-324, "", "x" * 300,
+    "é" * 70, "#ff00ff", "../../etc", "join", "pong", b"\xff", [], [1, 2], {}, {"a": 1}, {"type": "join"},
+)  # fmt: skip
+
+
+def mutate_message(data: bytes, rng: Any) -> bytes:
+    """A msgpack map with one key's value replaced, a key removed or one added (bytes mutation if not a map)."""
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception:  # noqa: BLE001 - not msgpack: mutate the bytes instead
+        return mutate(data, rng)
+    if not isinstance(obj, dict) or not obj:
+        return mutate(data, rng)
+    key = rng.choice(sorted(obj, key=repr))
+    op = rng.randrange(4)
+    if op == 0:
+        del obj[key]
+    elif op == 1:
+        obj[rng.choice(("type", "v", "seq", "extra", "", 7))] = rng.choice(INTERESTING_VALUES)
+    else:
+        obj[key] = rng.choice(INTERESTING_VALUES)
+    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    return packed
+
+
+TOML_VALUES = (
+    '""', '"x"', "0", "-1", "1e400", "nan", "inf", "-0.0", "true", "[]", "{}", "[1, 2]", '"0:61"', '"1:00:00"', '"99:99"',
+    '"#ff0000"', '"#fff"', '"red.wav"', '"../../etc/passwd"', '"' + "x" * 300 + '"', "9" * 30, "1979-05-27T07:32:00Z",
+    "[[1], [2]]", "{ at = 1 }", '"a\\u0000b"', '"""', "'",
+)  # fmt: skip
+
+
+def mutate_toml(data: bytes, rng: Any) -> bytes:
+    """A show file with a line deleted, duplicated or moved, or a value replaced by an edge value (stays UTF-8)."""
+    lines = data.decode("utf-8", errors="replace").split("\n")
+    i = rng.randrange(len(lines))
+    op = rng.randrange(4)
+    if op == 0:
+        del lines[i]
+    elif op == 1:
+        lines.insert(rng.randrange(len(lines) + 1), lines[i])
+    elif op == 2:
+        lines.insert(rng.randrange(len(lines)), lines.pop(i))
+    elif "=" in lines[i]:
+        lines[i] = lines[i].split("=", 1)[0] + "= " + rng.choice(TOML_VALUES)
+    else:
+        lines[i] = rng.choice(("[[groups]]", "[[groups.cues]]", "[description]", "[groups]", "title = 1"))
+    return "\n".join(lines).encode("utf-8")
+
+
+def mutate_json(data: bytes, rng: Any) -> bytes:
+    """A JSON body with a field replaced by an edge value (or added), or bytes mutation if it is not an object."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return mutate(data, rng)
+    if not isinstance(body, dict):
+        return mutate(data, rng)
+    key = rng.choice(sorted(body) + ["in_s", "at", "confirm", "text", "x"])
+    value = rng.choice(INTERESTING_VALUES + ("2026-11-28T21:00:00", "2026-02-30T00:00:00Z", "0001-01-01T00:00:00+00:00"))
+    body[key] = value.decode("latin-1") if isinstance(value, bytes) else value
+    return json.dumps(body).encode()
+
+
+TARGETS: dict[str, Target] = {
+    target.name: target
+    for target in (
+        _protocol_target("protocol.participant", PARTICIPANT_TO_SERVER, MAX_PARTICIPANT_MESSAGE),
+        _protocol_target("protocol.organizer", ORGANIZER_TO_SERVER, MAX_ORGANIZER_MESSAGE),
+        _protocol_target("protocol.to_participant", SERVER_TO_PARTICIPANT, MAX_SERVER_FRAME),
+        _protocol_target("protocol.to_organizer", SERVER_TO_ORGANIZER, MAX_SERVER_FRAME),
+        Target("sntp", sntp_outcome, SNTP_SEEDS),
+        Target("showfile", showfile_outcome, _show_seeds(), mutate_toml),
+        Target("api", api_outcome, API_SEEDS, mutate_json),
+    )
+}
