@@ -20,11 +20,13 @@ function files(dir) {
 
 // The organizer console's own files: participants never load them.
 const CONSOLE_FILES = new Set(['/js/organizer.js', '/js/console.js', '/css/console.css']);
+// Loaded only by the tests (?testclock=...): phones never need it offline.
+const TEST_ONLY_FILES = new Set(['/js/testclock.js']);
 
 test('the shell lists the page, its stylesheet and every module but the organizer console', () => {
   const modules = files(WEB)
     .map((path) => '/' + relative(WEB, path))
-    .filter((path) => /\.(m?js|css)$/.test(path) && !CONSOLE_FILES.has(path) && path !== '/sw.js');
+    .filter((path) => /\.(m?js|css)$/.test(path) && !CONSOLE_FILES.has(path) && !TEST_ONLY_FILES.has(path) && path !== '/sw.js');
   assert.deepEqual([...SHELL_URLS].filter((url) => url !== '/').sort(), modules.sort());
   assert.ok(SHELL_URLS.includes('/'));
 });

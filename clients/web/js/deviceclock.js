@@ -19,3 +19,25 @@ export function perfNowMs() {
 export function timeOriginMs() {
   return performance.timeOrigin;
 }
+
+/**
+ * performance.now()'s tick (ms): the smallest step seen within a few ms of
+ * spinning (Chrome 0.1, Safari and Firefox 1; FIELD-NOTES). Blocks the
+ * caller for up to `budgetMs`; 0 if no step was seen.
+ */
+export function perfResolutionMs(budgetMs = 5) {
+  const startMs = performance.now();
+  let last = startMs;
+  let steps = 0;
+  let smallest = Infinity;
+  while (steps < 3) {
+    const now = performance.now();
+    if (now !== last) {
+      smallest = Math.min(smallest, now - last);
+      last = now;
+      steps += 1;
+    }
+    if (now - startMs > budgetMs) break;
+  }
+  return Number.isFinite(smallest) ? smallest : 0;
+}

@@ -20,6 +20,7 @@ export const SHELL_URLS = Object.freeze([
   '/',
   '/css/unisono.css',
   '/js/participant.js',
+  '/js/audioclock.js',
   '/js/chain.js',
   '/js/cues.js',
   '/js/deviceclock.js',

@@ -17,6 +17,14 @@ import { loadManualLatencyMs, saveManualLatencyMs, wakeLockWanted } from './phon
 import { fetchManifest } from './chain.js';
 import { checkManifest, isManifestUrl } from './segments.js';
 
+// Test only: a shifted, skewed clock (testclock.js), installed before any
+// clock is read; fetched only when the URL asks for it.
+if (new URLSearchParams(globalThis.location?.search ?? '').has('testclock')) {
+  const { parseTestClock, installTestClock } = await import('./testclock.js');
+  const testClock = parseTestClock(location.search);
+  if (testClock !== null) installTestClock(testClock);
+}
+
 // The view is redrawn this often for the countdown and the sync bound.
 const REDRAW_INTERVAL_MS = 200;
 // How long a cue's colour fills the screen.
@@ -55,6 +63,7 @@ const hook = {
   latencyMs: 0, // the participant's manual latency adjustment (phone.js)
   outputLatencyUs: null, // the latency compensated (reported + manual), as ready reports it
   contextRealigns: 0, // restarts after the AudioContext came back from suspended/interrupted
+  audioClock: null, // how the audio clock is mapped (player.audioClockStatus): source, latencyS, latencyKnown, residualMs
 };
 window.unisono = hook;
 
@@ -309,6 +318,7 @@ function render() {
   hook.start = player.start ? { ...player.start } : null;
   hook.drift = player.driftStatus();
   hook.contextRealigns = player.realigns;
+  hook.audioClock = player.audioClockStatus();
   hook.error = facts.error;
   hook.state = participantState({
     ...facts,

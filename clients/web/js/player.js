@@ -14,7 +14,8 @@
 import { computeStart, outputLatencyS, pickOutputTimestamp } from './schedule.js';
 import { DriftController } from './drift.js';
 import { ClockEstimate } from './sync.js';
-import { deviceNowUs, perfNowMs, timeOriginMs } from './deviceclock.js';
+import { deviceNowUs, perfNowMs, perfResolutionMs, timeOriginMs } from './deviceclock.js';
+import { AudioClock } from './audioclock.js';
 import { SegmentedTrack, decodeWith, fetchManifest } from './chain.js';
 import { isManifestUrl } from './segments.js';
 import { realignAfterStateChange, shouldResume } from './phone.js';
@@ -33,6 +34,10 @@ const PRELOAD_SAMPLE_RATE = 48000;
 // Drift is measured this often (audio-clock seconds) while the track plays:
 // drift.js's loop is tuned for ~1 measurement a second.
 const DRIFT_INTERVAL_S = 1.0;
+// The audio clock is read against performance.now() this often while the
+// context runs (audioclock.js fits the lower envelope: readings at random
+// phase against 3-20 ms audio callbacks; two clock reads each, negligible).
+const AUDIO_CLOCK_SAMPLE_MS = 40;
 
 function audioContextClass() {
   return globalThis.AudioContext ?? globalThis.webkitAudioContext;
@@ -83,6 +88,47 @@ export class Player {
     this.contextState = null; // the context's state at the last statechange
     this.runningSinceS = 0; // the context's currentTime when it last began running (AUDIO_SETTLE_S counts from it)
     this.realigns = 0; // restarts after the context came back from suspended/interrupted
+    this.audioClock = new AudioClock(); // the audio clock against performance time (audioclock.js)
+    this.audioClockTimer = null;
+  }
+
+  /** Read the audio clock against performance time (every AUDIO_CLOCK_SAMPLE_MS while running). */
+  sampleAudioClock() {
+    const context = this.context;
+    if (context === null || context.state !== 'running') return;
+    const currentTimeS = context.currentTime;
+    this.audioClock.addRender(currentTimeS, perfNowMs());
+    if (typeof context.getOutputTimestamp === 'function') this.audioClock.addOutputTimestamp(context.getOutputTimestamp());
+  }
+
+  /**
+   * The audio/performance clock pair to map with (schedule.js's outputTimestamp):
+   * audioclock.js's fit once it has readings, else the browser's report as
+   * before (pickOutputTimestamp). Also {source, latencyS, latencyKnown, residualMs}.
+   */
+  clockMapping() {
+    const context = this.context;
+    const fitted = this.audioClock.mapping({ baseLatency: context.baseLatency, outputLatency: context.outputLatency });
+    if (fitted !== null) return fitted;
+    const reported = typeof context.getOutputTimestamp === 'function' ? context.getOutputTimestamp() : undefined;
+    const stamp = pickOutputTimestamp(reported, context.currentTime, perfNowMs());
+    const latencyS = stamp.includesLatency ? 0 : outputLatencyS(context.baseLatency, context.outputLatency);
+    return {
+      contextTime: stamp.contextTime,
+      performanceTime: stamp.performanceTime + latencyS * 1000,
+      includesLatency: true,
+      source: stamp.includesLatency ? 'reported' : 'currentTime',
+      latencyS,
+      latencyKnown: false,
+      residualMs: null,
+    };
+  }
+
+  /** What the page knows of its audio clock, for window.unisono: {source, latencyS, latencyKnown, residualMs, ...}, or null before the tap. */
+  audioClockStatus() {
+    if (!this.context) return null;
+    const { contextTime, performanceTime, includesLatency, ...status } = this.clockMapping();
+    return { ...status, resolutionMs: this.audioClock.resolutionMs };
   }
 
   /**
@@ -118,6 +164,8 @@ export class Player {
     const to = this.context.state;
     this.contextState = to;
     if (to === 'running' && from !== null && from !== 'running') this.runningSinceS = this.context.currentTime;
+    // The audio clock stood still while performance time ran: its old readings no longer hold.
+    if (to !== 'running') this.audioClock.reset();
     if (realignAfterStateChange(from, to) && (this.start !== null || this.sounding)) {
       this.realigns += 1;
       this.restart();
@@ -146,7 +194,7 @@ export class Player {
 
   /** The output latency (s) compensated: what the context reports, if plausible, plus the manual adjustment; null before the tap. */
   outputLatencyS() {
-    return this.context ? outputLatencyS(this.context.baseLatency, this.context.outputLatency) + this.manualLatencyS : null;
+    return this.context ? this.clockMapping().latencyS + this.manualLatencyS : null;
   }
 
   /** The AudioContext's currentTime (s), or null before the tap. */
@@ -162,6 +210,8 @@ export class Player {
       this.context = new Context();
       this.contextState = this.context.state;
       this.context.onstatechange = () => this.contextStateChanged();
+      this.audioClock.setResolution(perfResolutionMs());
+      this.audioClockTimer = setInterval(() => this.sampleAudioClock(), AUDIO_CLOCK_SAMPLE_MS);
     }
     const resumed = this.context.resume();
     // iOS unmutes output only once a sound plays inside the gesture: play one silent sample.
@@ -258,19 +308,20 @@ export class Player {
 
   compute() {
     const context = this.context;
-    const reported = typeof context.getOutputTimestamp === 'function' ? context.getOutputTimestamp() : undefined;
-    const outputTimestamp = pickOutputTimestamp(reported, context.currentTime, perfNowMs());
-    return computeStart({
+    const mapping = this.clockMapping();
+    const start = computeStart({
       schedule: this.schedule,
       estimate: this.estimate,
       deviceNowUs: deviceNowUs(),
-      outputTimestamp,
+      outputTimestamp: mapping,
       timeOriginMs: timeOriginMs(),
-      latencyS: outputLatencyS(context.baseLatency, context.outputLatency),
+      latencyS: 0, // in the mapping
       manualLatencyS: this.manualLatencyS,
       currentTimeS: context.currentTime,
       durationS: this.track ? this.track.durationS : this.buffer.duration,
     });
+    // How the start was mapped, for window.unisono and the engine tests.
+    return start === null ? null : { ...start, mapping: { source: mapping.source, latencyS: mapping.latencyS, residualMs: mapping.residualMs } };
   }
 
   play(start) {
@@ -343,12 +394,11 @@ export class Player {
     const nowS = context.currentTime;
     if (nowS < this.start.contextWhen || nowS - this.lastDriftContextS < DRIFT_INTERVAL_S) return;
     this.lastDriftContextS = nowS;
-    const reported = typeof context.getOutputTimestamp === 'function' ? context.getOutputTimestamp() : undefined;
-    const stamp = pickOutputTimestamp(reported, nowS, perfNowMs());
-    // The audio time heard at performance time stamp.performanceTime: the
-    // fallback pair {currentTime, now} is heard the output latency later; the
-    // manual adjustment (Bluetooth the browser does not report) comes on top.
-    const latencyS = (stamp.includesLatency ? 0 : outputLatencyS(context.baseLatency, context.outputLatency)) + this.manualLatencyS;
+    // The audio time heard at performance time stamp.performanceTime (the
+    // mapping holds the output latency); the manual adjustment (Bluetooth the
+    // browser does not report) comes on top.
+    const stamp = this.clockMapping();
+    const latencyS = this.manualLatencyS;
     const heardDeviceUs = (timeOriginMs() + stamp.performanceTime) * 1000;
     const clock = this.estimate instanceof ClockEstimate ? this.estimate : new ClockEstimate(this.estimate);
     const decision = this.drift.measure({
