@@ -34,6 +34,7 @@ _STATUS_FOR = {
     "not_ready": 409,
     "too_soon": 409,
     "too_far": 409,
+    "store_failed": 503,
 }
 
 

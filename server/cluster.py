@@ -26,11 +26,14 @@ import os
 import random
 import socket
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from server.fleet import Fleet
 from server.groups import AssignmentStore
@@ -78,6 +81,21 @@ redis.call('HINCRBY', KEYS[2], pick, 1)
 return pick
 """
 
+# Give a device back the group this node knows for it after Redis lost it
+# (a restart without persistence): set only if absent, and counted then.
+_RESTORE_ASSIGN = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+end
+return 0
+"""
+
+# A call to Redis that fails is retried this often, briefly: a command made
+# while Redis is down must be refused within a moment, not after redis-py's
+# default backoff of seconds.
+REDIS_RETRIES = 2
+REDIS_BACKOFF = ExponentialBackoff(cap=0.05, base=0.01)
+
 # Store the show's state only if its epoch is newer than the stored one.
 _SAVE_SHOW = """
 local stored = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '-1')
@@ -90,6 +108,15 @@ return 1
 def _text(value: bytes | str) -> str:
     """A value as redis-py returns it (bytes, since responses are not decoded), as text."""
     return value.decode() if isinstance(value, bytes) else value
+
+
+@contextmanager
+def _redis(url: str, action: str) -> Iterator[None]:
+    """Turn redis-py's errors while doing ``action`` into a StoreError naming Redis and the cause."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise StoreError(f"Redis at {url}: cannot {action}: {exc}") from exc
 
 
 def node_name(port: int) -> str:
@@ -108,14 +135,16 @@ class RedisGroupAssigner:
         self._args = [value for g in groups for value in (g, repr(self.weights[g]))]
 
     def assign(self, device_id: str) -> str:
-        group = self.store.assign_script(
-            keys=[self.store.key("assign"), self.store.key("group_counts")],
-            args=[device_id, repr(self._rng.random()), *self._args],
-        )
+        with _redis(self.store.url, "assign a group"):
+            group = self.store.assign_script(
+                keys=[self.store.key("assign"), self.store.key("group_counts")],
+                args=[device_id, repr(self._rng.random()), *self._args],
+            )
         return _text(group)
 
     def counts(self) -> dict[str, int]:
-        stored = self.store.db.hgetall(self.store.key("group_counts"))
+        with _redis(self.store.url, "read the group counts"):
+            stored = self.store.db.hgetall(self.store.key("group_counts"))
         counts = {_text(k): int(v) for k, v in stored.items()}
         return {g: counts.get(g, 0) for g in self.groups}
 
@@ -130,11 +159,13 @@ class _RedisAssignments:
         self.store = store
 
     def get(self, device_id: str) -> str | None:
-        value = self.store.db.hget(self.store.key("assign"), device_id)
+        with _redis(self.store.url, "read a group assignment"):
+            value = self.store.db.hget(self.store.key("assign"), device_id)
         return None if value is None else _text(value)
 
     def put(self, device_id: str, group: str) -> None:
-        self.store.db.hset(self.store.key("assign"), device_id, group)
+        with _redis(self.store.url, "store a group assignment"):
+            self.store.db.hset(self.store.key("assign"), device_id, group)
 
     def items(self) -> Iterator[tuple[str, str]]:
         for device, group in self.store.db.hscan_iter(self.store.key("assign")):
@@ -147,13 +178,18 @@ class RedisStore:
     def __init__(self, url: str, prefix: str = "unisono:") -> None:
         self.url = url
         self.prefix = prefix
-        self.db = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self.db = redis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=5, retry=Retry(REDIS_BACKOFF, REDIS_RETRIES)
+        )
+        # The secrets this node set or read (shared_secret), written back after Redis lost them.
+        self.secrets: dict[str, bytes] = {}
         try:
             self.db.ping()
         except redis.RedisError as exc:
             raise StoreError(f"cannot reach Redis at {url}: {exc}; start redis-server or check --redis") from exc
         self.assign_script = self.db.register_script(_ASSIGN)
         self._save_show = self.db.register_script(_SAVE_SHOW)
+        self.restore_assign = self.db.register_script(_RESTORE_ASSIGN)
         self.assignments: AssignmentStore = _RedisAssignments(self)
 
     def key(self, name: str) -> str:
@@ -161,15 +197,19 @@ class RedisStore:
 
     def shared_secret(self, name: str, candidate: bytes) -> bytes:
         """The cluster's secret ``name``: ``candidate`` if no node has set one yet (SET NX), else the stored one."""
-        self.db.set(self.key(name), candidate, nx=True)
-        value = self.db.get(self.key(name))
-        return value if isinstance(value, bytes) else candidate  # bytes: responses are not decoded
+        with _redis(self.url, f"read the shared {name}"):
+            self.db.set(self.key(name), candidate, nx=True)
+            value = self.db.get(self.key(name))
+        secret = value if isinstance(value, bytes) else candidate  # bytes: responses are not decoded
+        self.secrets[name] = secret
+        return secret
 
     def make_assigner(self, groups: tuple[str, ...], weights: Mapping[str, float]) -> RedisGroupAssigner:
         return RedisGroupAssigner(self, groups, weights)
 
     def load_show(self) -> StoredShow | None:
-        stored = self.db.hgetall(self.key("show"))
+        with _redis(self.url, "read the show's state"):
+            stored = self.db.hgetall(self.key("show"))
         if not stored:
             return None
         fields = {_text(k): _text(v) for k, v in stored.items()}
@@ -182,28 +222,33 @@ class RedisStore:
     def save_show(self, stored: StoredShow) -> bool:
         snap = stored.snapshot
         start = "" if snap.start_ns is None else str(snap.start_ns)
-        return bool(self._save_show(keys=[self.key("show")], args=[snap.epoch, snap.state, start, stored.show_key]))
+        with _redis(self.url, "store the show's state"):
+            return bool(self._save_show(keys=[self.key("show")], args=[snap.epoch, snap.state, start, stored.show_key]))
 
     def save_announcement(self, text: str, at_us: int) -> None:
-        self.db.hset(self.key("announcement"), mapping={"text": text, "at_us": at_us})
+        with _redis(self.url, "store the announcement"):
+            self.db.hset(self.key("announcement"), mapping={"text": text, "at_us": at_us})
 
     def load_announcement(self) -> tuple[str, int] | None:
-        stored = self.db.hgetall(self.key("announcement"))
+        with _redis(self.url, "read the announcement"):
+            stored = self.db.hgetall(self.key("announcement"))
         if not stored:
             return None
         return _text(stored[b"text"]), int(stored[b"at_us"])
 
     def log_event(self, event: Event) -> None:
         line = json.dumps({"at_us": event.at_us, "who": event.who, "action": event.action, "detail": event.detail})
-        pipe = self.db.pipeline()
-        pipe.rpush(self.key("events"), line)
-        pipe.ltrim(self.key("events"), -MAX_EVENTS, -1)
-        pipe.execute()
+        with _redis(self.url, "store an event"):
+            pipe = self.db.pipeline()
+            pipe.rpush(self.key("events"), line)
+            pipe.ltrim(self.key("events"), -MAX_EVENTS, -1)
+            pipe.execute()
 
     def recent_events(self, limit: int) -> list[Event]:
         if limit <= 0:
             return []
-        lines = self.db.lrange(self.key("events"), -limit, -1)
+        with _redis(self.url, "read the event log"):
+            lines = self.db.lrange(self.key("events"), -limit, -1)
         events = []
         for line in lines:
             item = json.loads(line)
@@ -232,6 +277,9 @@ class ClusterLink:
         self.channel = store.key("bus")
         self.peers: dict[str, PeerSummary] = {}
         self._client = aioredis.Redis.from_url(store.url)
+        # The latest announcement (text, at_us), and the Redis server's run id when last seen (a new one: it restarted).
+        self._announcement = store.load_announcement()
+        self._redis_run_id: str | None = None
 
     # --- outgoing --------------------------------------------------------------
 
@@ -239,12 +287,53 @@ class ClusterLink:
         self._publish({"kind": "show", "epoch": snapshot.epoch, "state": snapshot.state, "start_ns": snapshot.start_ns})
 
     def publish_announcement(self, text: str, at_us: int) -> None:
+        """Store the announcement (StoreError if Redis fails: not made), then tell the other nodes."""
         self.store.save_announcement(text, at_us)
+        self._announcement = (text, at_us)
         self._publish({"kind": "announce", "text": text, "at_us": at_us})
 
     def _publish(self, message: dict[str, Any]) -> None:
+        """Best effort: a node that misses a message finds the stored state within a second (``_share``)."""
         message["from"] = self.node
-        self.store.db.publish(self.channel, json.dumps(message))
+        try:
+            self.store.db.publish(self.channel, json.dumps(message))
+        except redis.RedisError as exc:
+            log.warning("cluster bus: %s not published (%s); other nodes read the stored state", message["kind"], exc)
+
+    def rewrite(self) -> None:
+        """Write back what this node holds after Redis lost it (restarted empty): never over newer data.
+
+        The shared secrets (SET NX), the show's state (compare-and-set on the
+        epoch), the group of every device connected here (only where absent,
+        counted), the latest announcement and the event log (only if empty).
+        """
+        store, hub = self.store, self.hub
+        with _redis(store.url, "write back this node's state"):
+            for name, secret in store.secrets.items():
+                store.db.set(store.key(name), secret, nx=True)
+            store.save_show(hub.stored_show())
+            if self._announcement is not None and store.load_announcement() is None:
+                store.save_announcement(*self._announcement)
+            pipe = store.db.pipeline(transaction=False)
+            keys = [store.key("assign"), store.key("group_counts")]
+            for device in list(hub.devices):
+                store.restore_assign(keys=keys, args=[device.device_id, device.group], client=pipe)
+            pipe.execute()
+            if store.db.llen(store.key("events")) == 0 and hub.events:
+                lines = [
+                    json.dumps({"at_us": e.at_us, "who": e.who, "action": e.action, "detail": e.detail}) for e in hub.events
+                ]
+                store.db.rpush(store.key("events"), *lines)
+
+    async def _check_redis(self) -> None:
+        """Notice a Redis restart (a new run id) and write back this node's state then."""
+        info = await self._client.info("server")
+        run_id = str(info.get("run_id", ""))
+        if self._redis_run_id is not None and run_id != self._redis_run_id:
+            log.warning("Redis restarted (new run id): writing back this node's show, groups, announcement and events")
+            self.rewrite()
+            log.info("state written back to Redis: show %s (epoch %d)", self.hub.show.state, self.hub.show.snapshot.epoch)
+        self._redis_run_id = run_id
 
     # --- incoming --------------------------------------------------------------
 
@@ -260,7 +349,8 @@ class ClusterLink:
                     ShowSnapshot(epoch=int(message["epoch"]), state=message["state"], start_ns=None if start is None else int(start))
                 )
             elif message["kind"] == "announce":
-                self.hub.receive_announcement(str(message["text"]), int(message["at_us"]))
+                self._announcement = (str(message["text"]), int(message["at_us"]))
+                self.hub.receive_announcement(*self._announcement)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("dropped a bad cluster message: %s", exc)
 
@@ -293,6 +383,7 @@ class ClusterLink:
         key = self.store.key("nodes")
         while True:
             try:
+                await self._check_redis()
                 stored = await self._client.hgetall(key)
                 now_s = self.hub.clock.now_ns() / 1e9
                 peers: dict[str, PeerSummary] = {}

@@ -29,7 +29,7 @@ from server.pinger import PingScheduler
 from server.showfile import ShowCue, ShowFile
 from server.show import TRANSITIONS, InvalidTransition, ShowMachine, ShowSnapshot
 from server.status import local_time, status_document
-from server.store import RECENT_EVENTS, Event, MemoryShowStore, Store, StoredShow, show_key
+from server.store import RECENT_EVENTS, Event, MemoryShowStore, Store, StoredShow, StoreError, show_key
 from server.timebase import ServerClock, SntpResponder, UpstreamPoller
 
 if TYPE_CHECKING:
@@ -70,13 +70,23 @@ class CommandRefused(Exception):
 
     too_soon: the start leaves less than the safe lead time; not_ready: too few
     devices are ready and the command did not confirm; invalid_state: the
-    show's state does not allow it.
+    show's state does not allow it; store_failed: the new state could not be
+    stored (a full disk, Redis down), so nothing changed.
     """
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def store_refusal(exc: StoreError) -> CommandRefused:
+    """The organizer's answer when the store fails: what failed, and that the running show is untouched."""
+    return CommandRefused(
+        "store_failed",
+        f"the change was not made because the server cannot store it ({exc}); the running show goes on as it was. "
+        "Free disk space or fix the store, then try again",
+    )
 
 
 @dataclass(frozen=True)
@@ -243,6 +253,8 @@ class Hub:
         self.store: Store = store if store is not None else MemoryShowStore()
         self._show_key = show_key(show.title, show.groups, show.duration_ns)
         self.show = ShowMachine(show.duration_ns, self._restore())
+        # The latest state devices were told (a refused command goes back to it).
+        self._told = self.show.snapshot
         self.groups = self.store.make_assigner(show.groups, show.weights)
         self.events: deque[Event] = deque(self.store.recent_events(RECENT_EVENTS), maxlen=RECENT_EVENTS)
         self.devices: set[Device] = set()
@@ -287,10 +299,17 @@ class Hub:
         log.info("the show file changed since the last run: starting idle")
         return ShowSnapshot(epoch=stored.snapshot.epoch + 1, state="idle", start_ns=None)
 
+    def stored_show(self) -> StoredShow:
+        """The show's state as the store keeps it (what a node writes back after Redis lost it)."""
+        return StoredShow(self.show.snapshot, self._show_key)
+
     def log_event(self, who: str, action: str, detail: str = "") -> Event:
         """Add a line to the event log (stored, and shown on the console)."""
         event = Event(at_us=self.clock.now_ns() // 1000, who=who, action=action, detail=detail)
-        self.store.log_event(event)
+        try:
+            self.store.log_event(event)
+        except StoreError as exc:  # the show goes on; the line stays in the console's log
+            log.error("event not stored: %s", exc)
         self.events.append(event)
         log.info("event: %s %s %s", who, action, detail, extra={"who": who, "action": action, "detail": detail})
         self.changed()
@@ -380,7 +399,7 @@ class Hub:
 
     def _schedule(self, event: str, start_ns: int, who: str, confirm: bool, issued_ns: int | None) -> ShowSnapshot:
         """The organizer's start or reschedule: allowed in this state, safe (or confirmed), stored, told, logged."""
-        self._catch_up()
+        self._catch_up_for_command()
         if (self.show.state, event) not in TRANSITIONS:
             raise InvalidTransition(event, self.show.state)
         self.check_start(start_ns, confirm, issued_ns)
@@ -390,15 +409,30 @@ class Hub:
         return snapshot
 
     def abort_show(self, who: str = "server") -> ShowSnapshot:
-        """Abort the show; raises InvalidTransition. Tells everyone."""
-        self._catch_up()
+        """Abort the show; raises InvalidTransition or CommandRefused (store_failed). Tells everyone."""
+        self._catch_up_for_command()
         snapshot = self._command(self.show.abort())
         self.log_event(who, "abort", f"epoch {snapshot.epoch}")
         return snapshot
 
+    def _catch_up_for_command(self) -> None:
+        """``_catch_up`` before a command; a store that cannot be read refuses the command."""
+        try:
+            self._catch_up()
+        except StoreError as exc:
+            raise store_refusal(exc) from exc
+
     def _command(self, snapshot: ShowSnapshot) -> ShowSnapshot:
-        """Commit an organizer's command: stored and told, or refused as a conflict (see _commit)."""
-        committed = self._commit(snapshot, command=True)
+        """Commit an organizer's command: stored and told, or refused as a conflict (see _commit).
+
+        When the store fails, the command is refused (``store_failed``) and the
+        show stays as it was, in memory as on every device: the running show goes on.
+        """
+        try:
+            committed = self._commit(snapshot, command=True)
+        except StoreError as exc:
+            self.show.snapshot = self._told
+            raise store_refusal(exc) from exc
         assert committed is not None  # a command that loses raises instead
         return committed
 
@@ -409,7 +443,17 @@ class Hub:
         this node takes that one instead; a command is refused (``conflict``),
         a clock transition (which every node makes) returns None.
         """
-        if not self.store.save_show(StoredShow(snapshot, self._show_key)):
+        try:
+            stored = self.store.save_show(StoredShow(snapshot, self._show_key))
+        except StoreError as exc:
+            if command:
+                log.error("command refused: %s", exc)
+                raise
+            # A clock transition follows from the stored start, which a restart
+            # recomputes: it goes ahead unstored rather than stop the show.
+            log.error("show is %s (epoch %d) but not stored: %s", snapshot.state, snapshot.epoch, exc)
+            stored = True
+        if not stored:
             self._catch_up(force=True)
             if command:
                 raise CommandRefused("conflict", "another organizer changed the show at the same moment: check it and try again")
@@ -451,15 +495,19 @@ class Hub:
         return frame
 
     def announce(self, text: str, who: str = "server") -> Announcement:
-        """Send the organizer's ``text`` to every device now, and to every later joiner."""
+        """Send the organizer's ``text`` to every device now, and to every later joiner; CommandRefused (store_failed) if it cannot be stored."""
         message = Announcement(text=text, at_us=self.clock.now_ns() // 1000)
+        try:  # stored first, as a schedule: a restart gives it to every later joiner
+            if self.cluster is not None:
+                self.cluster.publish_announcement(text, message.at_us)
+            else:
+                self.store.save_announcement(text, message.at_us)
+        except StoreError as exc:
+            log.error("announcement refused: %s", exc)
+            raise store_refusal(exc) from exc
         data = encode(message)
         self.announcement = data
         self.broadcast(data)
-        if self.cluster is not None:
-            self.cluster.publish_announcement(text, message.at_us)
-        else:
-            self.store.save_announcement(text, message.at_us)
         self.log_event(who, "announce", f"to {self.fleet().devices} devices: {text}")
         return message
 
@@ -497,6 +545,7 @@ class Hub:
             )
 
     def _announce(self, snapshot: ShowSnapshot) -> None:
+        self._told = snapshot
         data = encode(snapshot.to_message())
         self.broadcast(data)
         self.changed()
@@ -524,6 +573,7 @@ class Hub:
         if self.upstream is not None:
             health.update(self.upstream.status())
         health["loop_lag_ms"] = round(self.loop_lag_ms(), 3)
+        health.update(self.clock.wall_health())
         return health
 
     def status(self, join_url: str | None = None) -> dict[str, object]:
@@ -561,6 +611,7 @@ class Hub:
 
     async def _tick(self) -> None:
         """One pass: apply due transitions, send a due overview, wait for the next event."""
+        self.clock.check_wall()
         now = self.clock.now_ns()
         for snapshot in self.show.advance(now):
             if self._commit(snapshot, command=False) is not None:

@@ -13,15 +13,19 @@ few tens of microseconds, so the calls are made on the event loop directly.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections import deque
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from server.groups import AssignmentStore, GroupAssigner, MemoryStore
 from server.show import ShowSnapshot
+
+log = logging.getLogger("unisono.store")
 
 SCHEMA_VERSION = 2
 # Events kept in memory for the console's live log; the database keeps them all.
@@ -114,28 +118,57 @@ class MemoryShowStore:
 
 
 class _SqliteAssignments:
-    """Device id -> group, in the ``assignments`` table."""
+    """Device id -> group, in the ``assignments`` table.
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    When the file cannot be written (a full disk), an assignment is kept in
+    memory instead, so devices still join and keep their group while this
+    process runs; the next successful write stores those too.
+    """
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
+        self._path = path
+        self._unsaved: dict[str, str] = {}
 
     def get(self, device_id: str) -> str | None:
+        unsaved = self._unsaved.get(device_id)
+        if unsaved is not None:
+            return unsaved
         row = self._db.execute("SELECT grp FROM assignments WHERE device_id = ?", (device_id,)).fetchone()
         return None if row is None else str(row[0])
 
     def put(self, device_id: str, group: str) -> None:
-        self._db.execute(
-            "INSERT INTO assignments (device_id, grp) VALUES (?, ?) "
-            "ON CONFLICT (device_id) DO UPDATE SET grp = excluded.grp",
-            (device_id, group),
-        )
+        self._unsaved[device_id] = group
+        try:
+            with _writing(self._path, "store a group assignment"):
+                self._db.executemany(
+                    "INSERT INTO assignments (device_id, grp) VALUES (?, ?) "
+                    "ON CONFLICT (device_id) DO UPDATE SET grp = excluded.grp",
+                    list(self._unsaved.items()),
+                )
+        except StoreError as exc:
+            if len(self._unsaved) == 1:  # the first assignment that could not be stored: say it once
+                log.error("%s; keeping assignments in memory until it can", exc)
+            return
+        self._unsaved.clear()
 
     def items(self) -> Iterator[tuple[str, str]]:
-        return iter([(str(d), str(g)) for d, g in self._db.execute("SELECT device_id, grp FROM assignments")])
+        stored = {str(d): str(g) for d, g in self._db.execute("SELECT device_id, grp FROM assignments")}
+        stored.update(self._unsaved)
+        return iter(list(stored.items()))
 
 
 class StoreError(RuntimeError):
-    """The state file cannot be used; the text says which file and why."""
+    """The state cannot be read or written (a full disk, an unwritable file, an unreachable Redis); the text says which and why."""
+
+
+@contextmanager
+def _writing(path: Path, action: str) -> Iterator[None]:
+    """Turn SQLite's and the OS's errors while doing ``action`` into a StoreError naming the file and the cause."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(f"{path}: cannot {action}: {exc}") from exc
 
 
 class SqliteStore:
@@ -143,16 +176,14 @@ class SqliteStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
+        with _writing(path, "use the state file"):
+            path.parent.mkdir(parents=True, exist_ok=True)
             # Autocommit: each statement is its own transaction, committed when it returns.
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path}: cannot use the state file: {exc}") from exc
-        self.assignments: AssignmentStore = _SqliteAssignments(self._db)
+        self.assignments: AssignmentStore = _SqliteAssignments(self._db, path)
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -208,10 +239,11 @@ class SqliteStore:
         return GroupAssigner(groups, weights=weights, store=self.assignments)
 
     def save_announcement(self, text: str, at_us: int) -> None:
-        self._db.execute(
-            "INSERT INTO kv (key, value) VALUES ('announcement', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (json.dumps({"text": text, "at_us": at_us}),),
-        )
+        with _writing(self.path, "store the announcement"):
+            self._db.execute(
+                "INSERT INTO kv (key, value) VALUES ('announcement', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (json.dumps({"text": text, "at_us": at_us}),),
+            )
 
     def load_announcement(self) -> tuple[str, int] | None:
         row = self._db.execute("SELECT value FROM kv WHERE key = 'announcement'").fetchone()
@@ -222,19 +254,21 @@ class SqliteStore:
 
     def save_show(self, stored: StoredShow) -> bool:
         snap = stored.snapshot
-        self._db.execute(
-            "INSERT INTO show_state (id, epoch, state, start_ns, show_key) VALUES (1, ?, ?, ?, ?) "
-            "ON CONFLICT (id) DO UPDATE SET epoch = excluded.epoch, state = excluded.state, "
-            "start_ns = excluded.start_ns, show_key = excluded.show_key",
-            (snap.epoch, snap.state, snap.start_ns, stored.show_key),
-        )
+        with _writing(self.path, "store the show's state"):
+            self._db.execute(
+                "INSERT INTO show_state (id, epoch, state, start_ns, show_key) VALUES (1, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET epoch = excluded.epoch, state = excluded.state, "
+                "start_ns = excluded.start_ns, show_key = excluded.show_key",
+                (snap.epoch, snap.state, snap.start_ns, stored.show_key),
+            )
         return True
 
     def log_event(self, event: Event) -> None:
-        self._db.execute(
-            "INSERT INTO events (at_us, who, action, detail) VALUES (?, ?, ?, ?)",
-            (event.at_us, event.who, event.action, event.detail),
-        )
+        with _writing(self.path, "store an event"):
+            self._db.execute(
+                "INSERT INTO events (at_us, who, action, detail) VALUES (?, ?, ?, ?)",
+                (event.at_us, event.who, event.action, event.detail),
+            )
 
     def recent_events(self, limit: int) -> list[Event]:
         rows = self._db.execute(

@@ -52,6 +52,10 @@ QUERY_TIMEOUT_S = 2.0
 # The wall clock moved against the monotonic one by more than this during an
 # exchange: a step, not drift; the exchange is not usable.
 WALL_STEP_NS = 1_000_000
+# The wall clock moved against the monotonic one by more than this between two
+# checks (the hub checks about once a second): a step (an operator, `date -s`,
+# NTP's step), logged once each. A slew moves it at most 0.5 ms a second.
+WALL_STEP_LOG_NS = 100_000_000
 # How often the status callback (metrics) is refreshed while waiting: a slew
 # changes the offset between polls.
 REPORT_INTERVAL_S = 5.0
@@ -65,6 +69,9 @@ class ServerClock:
     def __init__(self, reference: ReferenceClock | None = None, max_slew_ppm: float = MAX_SLEW_PPM) -> None:
         reference = reference or ReferenceClock(time.time_ns(), time.monotonic_ns())
         self.discipline = Discipline(reference, max_slew_ppm=max_slew_ppm)
+        # The system's wall clock against the reference (wall - reference, ns) at the last check, and its steps seen.
+        self._wall_drift_ns = reference.wall_drift_ns(time.time_ns(), time.monotonic_ns())
+        self.wall_steps = 0
 
     @property
     def reference(self) -> ReferenceClock:
@@ -74,6 +81,29 @@ class ServerClock:
     def now_ns(self) -> int:
         """Server time now, in nanoseconds."""
         return self.discipline.server_ns(time.monotonic_ns())
+
+    def check_wall(self) -> int | None:
+        """Notice a step of the system's wall clock since the last check; returns it (ns), or None.
+
+        Server time does not follow the wall clock (it runs on the monotonic
+        one): a step is only logged, once, and counted in ``wall_health``.
+        """
+        drift_ns = self.reference.wall_drift_ns(time.time_ns(), time.monotonic_ns())
+        step_ns = drift_ns - self._wall_drift_ns
+        self._wall_drift_ns = drift_ns
+        if abs(step_ns) < WALL_STEP_LOG_NS:
+            return None
+        self.wall_steps += 1
+        log.warning(
+            "the system clock stepped %+.3f s (now %+.3f s from the server's time); the server's time does not follow "
+            "it (it runs on the monotonic clock): scheduled starts and device offsets are unchanged",
+            step_ns / NS, drift_ns / NS,
+        )  # fmt: skip
+        return step_ns
+
+    def wall_health(self) -> dict[str, float | int]:
+        """For the status: the wall clock minus the reference (ms, as of the last check) and how many steps were seen."""
+        return {"wall_drift_ms": round(self._wall_drift_ns / 1e6, 3), "wall_steps": self.wall_steps}
 
 
 def reference_id(address: str) -> bytes:
