@@ -240,7 +240,11 @@ def main(argv: list[str] | None = None) -> int:
             print("unisono: not serving: fix the show file", file=sys.stderr)
             return 1
         show_file = loaded
-    show = ShowSpec.from_file(prepared(show_file, config.data_dir))
+    try:
+        show = ShowSpec.from_file(prepared(show_file, config.data_dir))
+    except OSError as exc:  # the data dir is not writable (read-only, full, not a directory)
+        print(f"unisono: cannot write to the data dir {config.data_dir}: {exc.strerror or exc} ({exc.filename})", file=sys.stderr)
+        return 1
     raise_open_file_limit()
     run = asyncio.run
     if args.loop == "uvloop":

@@ -51,6 +51,8 @@ class ServerProcess:
     runs: int = 0
     # More `unisono serve` options (e.g. --redis URL).
     extra_args: list[str] = field(default_factory=list)
+    # Variables added to the server's environment (e.g. LD_PRELOAD for libfaketime).
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -74,7 +76,7 @@ class ServerProcess:
         command = [sys.executable, "-m", "server.cli", "serve", str(self.show), "--host", "127.0.0.1",
                    "--port", str(self.port), "--data-dir", str(self.data_dir), *self.extra_args]  # fmt: skip
         with open(self.logs / f"server-{self.runs}.out", "wb") as out, open(self.logs / f"server-{self.runs}.err", "wb") as err:
-            self.proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=out, stderr=err)
+            self.proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=out, stderr=err, env={**os.environ, **self.env})
         loop = asyncio.get_running_loop()
         end = loop.time() + scaled(30)
         async with aiohttp.ClientSession() as http:

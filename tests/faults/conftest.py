@@ -1,0 +1,34 @@
+"""Fixtures of the fault tests: background tasks cancelled (and their crashes raised) at the end."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from tests.integration.processes import crowd  # noqa: F401 (a fixture)
+
+Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
+
+
+@pytest.fixture
+async def spawn() -> AsyncIterator[Spawn]:
+    """``spawn(coro)``: run it in the background until the test ends."""
+    tasks: list[asyncio.Task[None]] = []
+
+    def start(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+        tasks.append(task)
+        return task
+
+    try:
+        yield start
+    finally:
+        crashed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if crashed:
+            raise crashed[0].exception()  # type: ignore[misc]
