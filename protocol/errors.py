@@ -120,3 +120,14 @@ class NotAuthorized(RemoteProtocolError):
 
     code = "not_authorized"
     close_code = CLOSE_POLICY_VIOLATION
+
+
+class FirstMessageTimeout(RemoteProtocolError):
+    """The peer opened a websocket and sent no first message (join, hello) in time."""
+
+    code = "timeout"
+    close_code = CLOSE_POLICY_VIOLATION
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"no message within {timeout_s:g} s of connecting; send join (or hello) first")
+        self.timeout_s = timeout_s

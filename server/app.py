@@ -15,6 +15,7 @@ from aiohttp import web
 from clock.ntp import ServerIdentity
 from server import api, poster
 from server.auth import Gate
+from server.connection import handler_args
 from server.config import WEB_ROOT, ServerConfig
 from server.hub import Hub, ShowSpec
 from server.identity import SECRET_BYTES, DeviceIds
@@ -111,7 +112,8 @@ def make_app(config: ServerConfig, show: ShowSpec, token: str | None = None, sto
     """
     proxies = config.proxy_networks
     app = web.Application(
-        client_max_size=CLIENT_MAX_SIZE, middlewares=[remote_address_middleware(proxies)] if proxies else []
+        client_max_size=CLIENT_MAX_SIZE, middlewares=[remote_address_middleware(proxies)] if proxies else [],
+        handler_args=handler_args(),  # idle and half-open connections are closed (server/connection.py)
     )
     redis_store = None
     if store is None and config.redis_url is not None:

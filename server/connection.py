@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from protocol import encode
-from protocol.errors import CLOSE_INTERNAL_ERROR, MalformedMessage, RemoteProtocolError
+from protocol.errors import CLOSE_INTERNAL_ERROR, FirstMessageTimeout, MalformedMessage, RemoteProtocolError
 from protocol.messages import Error
 from server.hub import Outbox
 
@@ -20,6 +21,28 @@ NowFn = Callable[[], int]
 # The websocket heartbeat catches a peer that vanished without closing (idle
 # participants are probed by the server's pings every few seconds anyway).
 HEARTBEAT_S = 30.0
+
+# A websocket must send its first message (join, hello) this soon after the
+# upgrade, or it is closed (1008): a page sends join as soon as the socket
+# opens; 30 s leaves room for a crowd's lossy network (TCP retransmissions of
+# 200 ms and more, FIELD-NOTES.md) and a server busy with a join storm (the
+# slowest welcome at 15,000 phones took 11 s, bench/RESULTS.md). Read at each
+# connection, so a test may shorten it.
+FIRST_MESSAGE_TIMEOUT_S = 30.0
+
+# A TCP connection that sends no complete HTTP request within this many
+# seconds of connecting (or of its previous response) is closed without an
+# answer: a half-open connection or a slowloris request trickling its headers.
+# aiohttp's default is 3,630 s; 75 s is nginx's own keep-alive default, longer
+# than a proxy's idle upstream connections (60 s), so a proxy never reuses a
+# connection at the instant this server drops it.
+IDLE_CONNECTION_TIMEOUT_S = 75.0
+
+
+def handler_args() -> dict[str, Any]:
+    """aiohttp's per-connection options (``web.Application(handler_args=...)``): the idle timeout above."""
+    return {"keepalive_timeout": IDLE_CONNECTION_TIMEOUT_S}
+
 
 # aiohttp itself refuses frames above this (close 1009, no reason); our codec
 # enforces the much smaller per-endpoint limits with a reason first.
@@ -76,10 +99,21 @@ class _Stamping(asyncio.Protocol):
 async def frames(ws: web.WebSocketResponse, now_ns: NowFn, arrivals: Arrivals | None = None) -> AsyncIterator[tuple[bytes, int]]:
     """Yield ``(data, receipt_ns)`` for each binary frame: stamped at arrival when ``arrivals`` is given, else on handling.
 
-    Raises MalformedMessage for a text frame; ends when the peer closes.
+    Raises MalformedMessage for a text frame, FirstMessageTimeout when no
+    message came within ``FIRST_MESSAGE_TIMEOUT_S`` of the call (websocket
+    pings do not count); ends when the peer closes.
     """
+    first_timeout_s: float | None = FIRST_MESSAGE_TIMEOUT_S
     while True:
-        msg = await ws.receive()
+        if first_timeout_s is not None:
+            try:
+                async with asyncio.timeout(first_timeout_s):
+                    msg = await ws.receive()
+            except TimeoutError:
+                raise FirstMessageTimeout(first_timeout_s) from None
+            first_timeout_s = None
+        else:
+            msg = await ws.receive()
         received_ns = now_ns() if arrivals is None else arrivals.latest_ns
         if msg.type == WSMsgType.BINARY:
             yield msg.data, received_ns
