@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.processes import crowd  # noqa: F401 (a fixture)
+from tests.integration.processes import cancel_all, crowd  # noqa: F401 (crowd is a fixture)
 
 Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
 
@@ -26,9 +26,4 @@ async def spawn() -> AsyncIterator[Spawn]:
     try:
         yield start
     finally:
-        crashed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if crashed:
-            raise crashed[0].exception()  # type: ignore[misc]
+        await cancel_all(tasks)

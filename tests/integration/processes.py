@@ -126,6 +126,16 @@ class ServerProcess:
                 return answer
 
 
+async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel and await ``tasks``; then raise the first failure among those that had ended on their own."""
+    crashed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if crashed:
+        raise crashed[0].exception()  # type: ignore[misc]
+
+
 @pytest.fixture
 async def crowd() -> AsyncIterator[Callable[[str, int], list[Participant]]]:
     """Start reconnecting participants: ``crowd(url, n)``; all stopped at the end, their failures raised."""
@@ -139,12 +149,7 @@ async def crowd() -> AsyncIterator[Callable[[str, int], list[Participant]]]:
     try:
         yield start
     finally:
-        crashed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if crashed:
-            raise crashed[0].exception()  # type: ignore[misc]
+        await cancel_all(tasks)
 
 
 async def joined(participants: list[Participant], timeout_s: float = 10) -> None:
