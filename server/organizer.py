@@ -13,7 +13,7 @@ from protocol.messages import ORGANIZER_TO_SERVER, Abort, Announce, Error, Hello
 from server.auth import Gate
 from server.connection import HEARTBEAT_S, TRANSPORT_MAX_FRAME, close_for, drain, frames
 from server.hub import CommandRefused, Hub, Outbox
-from server.security import websocket_admission
+from server.security import RateLimited, close_flooder, websocket_admission
 from server.show import InvalidTransition
 
 log = logging.getLogger("unisono.organizer")
@@ -69,6 +69,8 @@ async def _serve(request: web.Request) -> web.WebSocketResponse:
                 outbox.put(encode(Error(code=exc.code, message=exc.message[:500])))
     except asyncio.CancelledError:
         raise
+    except RateLimited as exc:
+        await close_flooder(ws, request.transport, exc)
     except Exception as exc:
         await close_for(ws, exc)
     finally:

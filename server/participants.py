@@ -23,7 +23,7 @@ from protocol.messages import PARTICIPANT_TO_SERVER, Estimate, Join, Pong, Ready
 from server.connection import HEARTBEAT_S, Arrivals, TRANSPORT_MAX_FRAME, close_for, drain, frames
 from server.hub import Device, Hub, Outbox
 from server.identity import NONCE_BYTES, DeviceIds
-from server.security import websocket_admission
+from server.security import RateLimited, close_flooder, websocket_admission
 from server.showfile import language_of
 
 log = logging.getLogger("unisono.participants")
@@ -81,6 +81,8 @@ async def _serve(request: web.Request) -> web.WebSocketResponse:
                 raise UnexpectedMessage(f"expected pong or ready, found a second {message.TYPE}")
     except asyncio.CancelledError:
         raise
+    except RateLimited as exc:
+        await close_flooder(ws, request.transport, exc)
     except Exception as exc:  # every failure ends in a close with a reason, never a crash
         await close_for(ws, exc)
     finally:
