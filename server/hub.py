@@ -56,6 +56,10 @@ FLEET_STALE_NS = 10_000_000_000
 # Devices a broadcast reaches in one pass of the event loop.
 BROADCAST_SLICE = 1000
 
+# How long a connection closed as too slow may take to close cleanly before it
+# is cut: its peer is not reading, so the close frame is stuck behind the backlog.
+SLOW_CLOSE_S = 1.0
+
 # A frame is written at once only while the socket's own buffer holds less than this.
 DIRECT_WRITE_LIMIT = 64 * 1024
 
@@ -172,9 +176,19 @@ class Outbox:
         except asyncio.QueueFull:
             self.overflowed = True
             log.warning("closing a connection that does not keep up with its messages")
-            asyncio.get_running_loop().create_task(
-                self.ws.close(code=CLOSE_POLICY_VIOLATION, message=b"too slow: messages are not being read")
+            asyncio.get_running_loop().create_task(self._close_slow())
+
+    async def _close_slow(self) -> None:
+        """Close with a reason; a peer that reads nothing never gets it, so after SLOW_CLOSE_S the connection is cut."""
+        try:
+            await asyncio.wait_for(
+                self.ws.close(code=CLOSE_POLICY_VIOLATION, message=b"too slow: messages are not being read"), SLOW_CLOSE_S
             )
+        except (TimeoutError, ConnectionError, RuntimeError):
+            pass
+        if self._transport is not None:
+            # A clean close would wait for the peer to take the backlog: abort drops it, and the reader ends.
+            self._transport.abort()
 
     def _write_now(self, item: OutItem) -> bool:
         """Write ``item`` as a binary frame now if the socket takes it without waiting; False if not."""

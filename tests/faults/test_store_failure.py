@@ -94,7 +94,7 @@ async def test_a_full_disk_refuses_commands_clearly_and_the_show_goes_on(tmp_pat
         late = sim_devices(1, seed=4, prefix="late")[0]
         spawn(Reconnecting(late, server.ws_url).run())
         await asyncio.wait_for(late.joined.wait(), scaled(5))
-        log = server.stderr()
+        log = server.log()
         assert "cannot store the show's state" in log and "disk is full" in log, log[-1500:]
 
         filler.unlink()

@@ -72,7 +72,7 @@ async def test_a_wall_clock_step_moves_neither_the_start_nor_the_offsets(tmp_pat
         for d in devices:
             assert d.schedule is not None and (d.schedule.state, d.schedule.start_us) == ("playing", start_us)
 
-        log = server.stderr()
+        log = server.log()
         steps = [line for line in log.splitlines() if "system clock stepped" in line]
         assert len(steps) == 2 and "+3600.000 s" in steps[0] and "-7200.000 s" in steps[1], steps
         assert "Traceback" not in log

@@ -108,8 +108,13 @@ class ServerProcess:
             self.proc.wait(timeout=10)
 
     def stderr(self) -> str:
+        """The end of the current run's log (for assertion messages)."""
+        return self.log()[-2000:]
+
+    def log(self) -> str:
+        """The current run's whole log (stderr)."""
         path = self.logs / f"server-{self.runs}.err"
-        return path.read_text(encoding="utf-8", errors="replace")[-2000:] if path.exists() else ""
+        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
 
     async def get(self, path: str) -> dict[str, Any]:
         async with aiohttp.ClientSession(headers=self.headers()) as http:
