@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from protocol.messages import DEVICE_ID_PATTERN
@@ -80,3 +82,36 @@ def test_short_secrets_and_wrong_nonces_are_a_callers_bug() -> None:
         DeviceIds(b"short")
     with pytest.raises(ValueError):
         issue(SECRET, b"\x00" * 8)
+
+
+def test_the_secret_is_made_once_kept_private_and_replaced_if_unusable(tmp_path: Path) -> None:
+    """The first start writes a 0600 secret the next one reads back; a corrupt file is replaced."""
+    from server.app import load_or_create_device_secret
+    from server.config import ServerConfig
+    from server.store import SqliteStore
+
+    config = ServerConfig(data_dir=tmp_path)
+    store = SqliteStore(config.state_path)
+    try:
+        first = load_or_create_device_secret(config, store)
+        assert len(first) == 32
+        assert config.device_secret_path.stat().st_mode & 0o777 == 0o600
+        assert load_or_create_device_secret(config, store) == first
+        config.device_secret_path.write_text("not base64 at all!!")
+        replaced = load_or_create_device_secret(config, store)
+        assert replaced != first and load_or_create_device_secret(config, store) == replaced
+    finally:
+        store.close()
+
+
+def test_the_default_connection_cap_follows_the_open_file_limit() -> None:
+    """Without --max-connections the cap is the soft open-file limit minus the reserve."""
+    import resource
+
+    from server.app import max_connections
+    from server.config import ServerConfig
+    from server.security import FD_RESERVE
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert max_connections(ServerConfig()) == max(1, soft - FD_RESERVE)
+    assert max_connections(ServerConfig(max_connections=7)) == 7
