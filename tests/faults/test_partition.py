@@ -53,6 +53,7 @@ async def test_partitioned_phones_stay_in_sync_and_rejoin(tmp_path: Path, spawn:
                     worst[d.name] = max(worst[d.name], error_us / bound_us)
                     assert error_us <= bound_us, f"{d.name}: predicted offset {error_us:.0f} us off, bound {bound_us:.0f} us"
                 await asyncio.sleep(1.0)
+            print("partition: worst error/bound, cut", max(worst[d.name] for d in cut), "direct", max(worst[d.name] for d in direct))
             assert all(d.samples == samples_at_dark[d.name] for d in cut), "a cut-off phone heard the server while dark"
             assert all(d.samples > samples_at_dark[d.name] for d in direct), "the direct phones kept getting estimates"
             assert all(r.welcomes == 1 and not r.closes for r in runners[:4]), "the direct phones never noticed"

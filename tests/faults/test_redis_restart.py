@@ -62,6 +62,7 @@ async def test_a_redis_restart_in_the_countdown_keeps_the_start_and_restores_red
                 status, body = response.status, await response.json()
         assert status == 503 and body["error"] == "store_failed" and "Redis" in body["message"], (status, body)
         assert time.monotonic() - began < 2.0, "the refusal took too long"
+        print(f"redis down: reschedule refused in {1000 * (time.monotonic() - began):.0f} ms")
         await asyncio.sleep(0.5)
         redis_server.start()
 

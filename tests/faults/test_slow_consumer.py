@@ -85,6 +85,7 @@ async def test_a_stalled_reader_is_closed_and_the_others_start_on_time(tmp_path:
         else:
             raise AssertionError("the stalled participant is still counted")
         rss_growth_mb = (rss_bytes(server.proc.pid) - rss_before) / 2**20
+        print(f"slow consumer: closed after {server.log().count('announce')} announcements; RSS +{rss_growth_mb:.1f} MB")
         assert rss_growth_mb < 10, f"the server grew {rss_growth_mb:.1f} MB while the stalled one was backed up"
 
         started = await server.post("/api/start", {"in_s": 2, "confirm": True})
