@@ -29,6 +29,14 @@
 // Readings older than this (audio-clock seconds) are forgotten: the fit
 // follows a slowly changing rate without a drift model of its own.
 export const WINDOW_S = 30;
+// The mapping's point comes from the readings of this much recent audio
+// time: an audio clock that stalls (Firefox on a busy machine lost 660 ms in
+// its first 4 s of running: tests/browser/engines) is followed within it.
+export const RECENT_S = 2;
+// The slope fitted over WINDOW_S is used only when the bucket minima lie this
+// close to its line; otherwise the clock is not steady and the recent
+// envelope alone (slope 0 over RECENT_S) maps it.
+export const MAX_SLOPE_RESIDUAL_MS = 1.5;
 // Lower envelope per bucket of this many audio-clock seconds, then a line
 // through the bucket minima (its slope is the audio clock's rate against
 // performance time: tens to hundreds of ppm on phones, FIELD-NOTES).
@@ -155,19 +163,19 @@ export class AudioClock {
    * The output timestamps' verdict: {plausible, latencyMs, reason}. latencyMs
    * is the latency they imply (heard - rendered) at the latest stamp.
    */
-  judgeStamps(renderFit) {
-    if (renderFit === null) return { plausible: false, latencyMs: null, reason: 'no render readings' };
-    if (this.stamps.length < MIN_READINGS) return { plausible: false, latencyMs: null, reason: 'too few output timestamps' };
-    const first = this.stamps[0];
-    const last = this.stamps[this.stamps.length - 1];
+  judgeStamps(renderAt) {
+    const stamps = this.stamps.filter((stamp) => stamp.c >= this.stamps[this.stamps.length - 1].c - RECENT_S);
+    if (stamps.length < MIN_READINGS) return { plausible: false, latencyMs: null, reason: 'too few output timestamps' };
+    const first = stamps[0];
+    const last = stamps[stamps.length - 1];
     if (last.c - first.c < MIN_STAMP_SPAN_S) return { plausible: false, latencyMs: null, reason: 'output timestamps span too little audio time' };
     // The latency each stamp implies; its lower envelope over the older and
     // the newer half of the window must agree (a wrong stamp's runs away).
     const middleS = (first.c + last.c) / 2;
     let olderMs = Infinity;
     let newerMs = Infinity;
-    for (const stamp of this.stamps) {
-      const impliedMs = stamp.offsetMs - renderFit.at(stamp.c);
+    for (const stamp of stamps) {
+      const impliedMs = stamp.offsetMs - renderAt(stamp.c);
       if (stamp.c < middleS) olderMs = Math.min(olderMs, impliedMs);
       else newerMs = Math.min(newerMs, impliedMs);
     }
@@ -192,8 +200,14 @@ export class AudioClock {
     if (this.render.length < MIN_READINGS) return null;
     const renderFit = envelopeFit(this.render);
     const c = this.render[this.render.length - 1].c;
-    const renderedMs = c * 1000 + renderFit.at(c) + this.resolutionMs / 2;
-    const verdict = this.judgeStamps(renderFit);
+    const slopeMsPerS = renderFit.residualMs <= MAX_SLOPE_RESIDUAL_MS ? renderFit.slopePpm * 1e-3 : 0;
+    let intercept = Infinity; // the recent lower envelope, at c
+    for (const point of this.render) {
+      if (point.c >= c - RECENT_S) intercept = Math.min(intercept, point.offsetMs - slopeMsPerS * (point.c - c));
+    }
+    const renderAt = (contextS) => intercept + slopeMsPerS * (contextS - c);
+    const renderedMs = c * 1000 + intercept + this.resolutionMs / 2;
+    const verdict = this.judgeStamps(renderAt);
     let latencyS;
     let latencyKnown;
     let source;
@@ -216,7 +230,7 @@ export class AudioClock {
       latencyS,
       latencyKnown,
       residualMs: renderFit.residualMs,
-      ratePpm: renderFit.slopePpm,
+      ratePpm: slopeMsPerS * 1e3,
       renderReadings: this.render.length,
       reason: verdict.reason,
     };

@@ -35,9 +35,9 @@ const PRELOAD_SAMPLE_RATE = 48000;
 // drift.js's loop is tuned for ~1 measurement a second.
 const DRIFT_INTERVAL_S = 1.0;
 // The audio clock is read against performance.now() this often while the
-// context runs (audioclock.js fits the lower envelope: readings at random
+// context runs (audioclock.js fits the lower envelope of the last 2 s: ~80 readings at random
 // phase against 3-20 ms audio callbacks; two clock reads each, negligible).
-const AUDIO_CLOCK_SAMPLE_MS = 40;
+const AUDIO_CLOCK_SAMPLE_MS = 25;
 
 function audioContextClass() {
   return globalThis.AudioContext ?? globalThis.webkitAudioContext;
@@ -293,6 +293,10 @@ export class Player {
       return;
     }
     if (this.start === null && next.offsetS > 0 && !this.lateStartAllowed()) return;
+    // A source scheduled from the start whose start came within the late
+    // margin (a recompute between T - LATE_START_MARGIN_S and the guard) is
+    // kept: replacing it by a late start would only add the new mapping's noise.
+    if (sameStart && this.start.offsetS === 0 && next.offsetS > 0) return;
     if (sameStart && Math.abs(next.contextWhen - this.start.contextWhen) < RESCHEDULE_THRESHOLD_S && next.offsetS === this.start.offsetS) return;
     this.play(next);
   }

@@ -15,12 +15,15 @@
  * window.__unisonoTest (for the test, never read by the page):
  *   trueNowMs()                 the real performance.now()
  *   trueMsOfDeviceUs(deviceUs)  true Unix time (ms) of a device time the page read
- *   trueRenderMs(contextTimeS)  true Unix time (ms) at which the audio clock renders
+ *   trueRenderMs(contextTimeS)  true Unix time (ms) at which the audio clock rendered
  *                               contextTimeS, from the test's own readings of
- *                               currentTime against the real clock (lower envelope)
+ *                               currentTime against the real clock just before it
+ *                               (null until it has been rendered)
  *   probe()                     what this engine reports: timer resolution, latencies,
  *                               output timestamp against currentTime
  */
+
+import { perfResolutionMs } from './deviceclock.js';
 
 /** Parse `SHIFT_MS,SKEW_PPM`; null if absent or malformed. */
 export function parseTestClock(search) {
@@ -31,11 +34,17 @@ export function parseTestClock(search) {
   return { shiftMs, skewPpm: skewPpm ?? 0 };
 }
 
-// The test's render-clock readings: one every SAMPLE_MS, the lower envelope
-// over the last WINDOW readings. 60 readings at random phase against audio
-// callbacks of 3-20 ms pin the envelope to well under a millisecond.
-const SAMPLE_MS = 25;
-const WINDOW = 60;
+// The test's render-clock readings: one every SAMPLE_MS, the last WINDOW kept.
+const SAMPLE_MS = 20;
+const WINDOW = 1500;
+// An instant's render time comes from the readings of the BEFORE_S of audio
+// time before it (~25 readings at random phase against 3-20 ms audio
+// callbacks), carried forward at the nominal rate: close enough that a
+// stalling audio clock (Firefox on a busy machine) does not bend it. Not from
+// readings after it: WebKitGTK's currentTime leaps ~60 ms ahead of
+// performance time the moment a source starts sounding (it fills a deeper
+// output buffer), which moves what is rendered, not what the sink plays.
+const BEFORE_S = 0.5;
 
 /** Install the shifted clocks. */
 export function installTestClock({ shiftMs, skewPpm }) {
@@ -45,6 +54,7 @@ export function installTestClock({ shiftMs, skewPpm }) {
   const RealDate = globalThis.Date;
   const realDateNow = RealDate.now.bind(RealDate);
   const base = realNow();
+  const resolutionMs = perfResolutionMs(); // the real clock's tick, read before it is wrapped
   const fake = (real) => real + shiftMs + (real - base) * skew;
   const unfake = (faked) => (faked - shiftMs + base * skew) / (1 + skew);
   const fakeDateNow = () => Math.round(realDateNow() + shiftMs + (realNow() - base) * skew);
@@ -63,13 +73,13 @@ export function installTestClock({ shiftMs, skewPpm }) {
   globalThis.Date = ShiftedDate;
 
   let context = null;
-  const readings = []; // real performance.now() - currentTime * 1000, ms
+  const readings = []; // {c: currentTime (s), p: real performance.now() read right after (ms)}
   const sample = () => {
     if (context !== null && context.state === 'running') {
       const c = context.currentTime;
       const p = realNow();
       if (c > 0) {
-        readings.push(p - c * 1000);
+        readings.push({ c, p });
         if (readings.length > WINDOW) readings.shift();
       }
     }
@@ -104,16 +114,18 @@ export function installTestClock({ shiftMs, skewPpm }) {
     trueNowMs: realNow,
     trueMsOfDeviceUs: (deviceUs) => perf.timeOrigin + unfake(deviceUs / 1000 - perf.timeOrigin),
     trueRenderMs(contextTimeS) {
-      if (readings.length === 0) return null;
-      return perf.timeOrigin + contextTimeS * 1000 + Math.min(...readings);
+      // Reading c at p means c was rendered by p; at the steady rate, contextTimeS (contextTimeS - c) later.
+      const last = readings[readings.length - 1];
+      if (last === undefined || last.c < contextTimeS) return null;
+      let renderedMs = Infinity;
+      for (const { c, p } of readings) {
+        if (c >= contextTimeS - BEFORE_S && c < contextTimeS) renderedMs = Math.min(renderedMs, p + (contextTimeS - c) * 1000);
+      }
+      // A coarse clock reads up to a tick early: half a tick back.
+      return Number.isFinite(renderedMs) ? perf.timeOrigin + renderedMs + resolutionMs / 2 : null;
     },
-    renderReadings: () => readings.length,
+    readings: () => readings,
     probe() {
-      const ticks = new Set();
-      for (let i = 0; i < 20000; i += 1) ticks.add(realNow());
-      const sorted = [...ticks].sort((a, b) => a - b);
-      let resolutionMs = Infinity;
-      for (let i = 1; i < sorted.length; i += 1) resolutionMs = Math.min(resolutionMs, sorted[i] - sorted[i - 1]);
       const result = { resolutionMs, userAgent: globalThis.navigator?.userAgent ?? '' };
       if (context !== null) {
         const stamp = realOutput ? realOutput.call(context) : null;
@@ -127,7 +139,7 @@ export function installTestClock({ shiftMs, skewPpm }) {
           perfNowMs: now,
           stampContextTime: stamp?.contextTime ?? null,
           stampPerformanceTime: stamp?.performanceTime ?? null,
-          renderOffsetMs: readings.length ? Math.min(...readings) : null,
+          renderOffsetMs: readings.length ? Math.min(...readings.slice(-50).map(({ c, p }) => p - c * 1000)) : null,
         });
       }
       return result;

@@ -1,0 +1,61 @@
+// Drives one page in headless Firefox (Debian's firefox-esr) for the Python
+// engine tests, through puppeteer-core over WebDriver BiDi (no geckodriver).
+//
+// Usage: node firefox_driver.mjs URL
+// Environment: FIREFOX (default /usr/bin/firefox-esr); PULSE_SERVER must name
+// a sound server (Web Audio needs one; the test starts a private PulseAudio).
+//
+// Protocol on stdio, one JSON object a line:
+//   out {"ready": true, "version": "..."}            once the page has loaded
+//   in  {"id": 1, "eval": "() => 1 + 1"}              a function's source, run in the page
+//   out {"id": 1, "value": 2} | {"id": 1, "error": "..."}
+//   in  {"id": 2, "click": "#unlock"}                 a real (trusted) click
+//   in  {"id": 3, "goto": "http://..."}               load another page in the same tab
+// stdin closing closes the browser.
+
+import { createInterface } from 'node:readline';
+import puppeteer from 'puppeteer-core';
+
+const url = process.argv[2];
+if (!url) {
+  process.stderr.write('usage: node firefox_driver.mjs URL\n');
+  process.exit(2);
+}
+
+const browser = await puppeteer.launch({
+  browser: 'firefox',
+  executablePath: process.env.FIREFOX ?? '/usr/bin/firefox-esr',
+  headless: true,
+  // Autoplay is left at Firefox's default: the page must unlock audio with the click.
+  extraPrefsFirefox: { 'media.autoplay.default': 1 },
+});
+const page = await browser.newPage();
+page.on('console', (message) => process.stderr.write(`[firefox] ${message.text()}\n`));
+page.on('pageerror', (error) => process.stderr.write(`[firefox] page error: ${error.message}\n`));
+await page.goto(url);
+const write = (object) => process.stdout.write(`${JSON.stringify(object)}\n`);
+write({ ready: true, version: await browser.version() });
+
+const lines = createInterface({ input: process.stdin });
+for await (const line of lines) {
+  if (!line.trim()) continue;
+  const command = JSON.parse(line);
+  if (process.env.UNISONO_DRIVER_DEBUG) process.stderr.write(`[driver] ${Date.now()} <- ${line.slice(0, 120)}\n`);
+  try {
+    if (command.eval !== undefined) {
+      const value = await page.evaluate(`(${command.eval})()`);
+      write({ id: command.id, value: value === undefined ? null : value });
+    } else if (command.goto !== undefined) {
+      await page.goto(command.goto);
+      write({ id: command.id, value: null });
+    } else if (command.click !== undefined) {
+      await page.click(command.click);
+      write({ id: command.id, value: null });
+    } else {
+      write({ id: command.id, error: `unknown command: ${Object.keys(command).join(', ')}` });
+    }
+  } catch (error) {
+    write({ id: command.id, error: String(error?.message ?? error) });
+  }
+}
+await browser.close();
