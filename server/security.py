@@ -7,7 +7,8 @@
 - ``origin_refusal``: a browser's websocket from another site is refused
   (HTTP 403 before the handshake), so a page elsewhere cannot drive a
   participant's or the organizer's connection.
-- ``ConnectionLimits``: at most N websockets per client address and M in all,
+- ``ConnectionLimits``: at most N websockets per client address (an IPv6
+  client's /64) and M in all, and at most R new ones a second per address,
   refused with HTTP 503 and ``Retry-After`` before the upgrade.
 - ``TokenBucket``: a per-connection message rate; a flooder is closed with
   1008 ``rate limit: ...``. Pure: time is passed in.
@@ -23,6 +24,7 @@ import contextlib
 import hashlib
 import ipaddress
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,6 +85,10 @@ class TokenBucket:
             self._tokens -= 1.0
             return True
         return False
+
+    def full(self, now_ns: int) -> bool:
+        """Whether the bucket would be full at ``now_ns`` (it has not been drawn on lately)."""
+        return self._tokens + max(0, now_ns - self._last_ns) * self.rate_per_ns >= self.burst
 
 
 # After closing a flooder, how long to wait for its close frame. aiohttp
@@ -229,41 +235,95 @@ class ConnectionRefused(Exception):
         self.text = text
 
 
-class ConnectionLimits:
-    """Counts open websockets per client address and in all."""
+# New websockets a second from one client address, and how many at once.
+# A crowd behind one carrier-grade NAT joins in a storm (thousands within
+# seconds), so the burst is large; what it stops is a client reconnecting in
+# a loop, each fresh join costing a handshake, a group assignment and a
+# stored row.
+CONNECT_RATE_PER_S = 200.0
+CONNECT_BURST = 2000
+# IPv6 clients are counted by their /64: one subscriber gets a whole /64 and
+# could otherwise take a fresh address for every connection.
+IPV6_PREFIX = 64
+# Idle buckets (full again) are dropped once this many addresses are held.
+BUCKET_SWEEP_AT = 4096
 
-    def __init__(self, max_per_address: int, max_total: int) -> None:
+
+def address_key(address: str) -> str:
+    """The key per-address limits count under: an IPv4 address, an IPv6 /64, or the text as given."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_PREFIX), strict=False))
+    return str(ip)
+
+
+class ConnectionLimits:
+    """Counts open websockets per client address and in all, and new ones a second per address.
+
+    Pure: ``now_ns`` (any monotonic clock) is passed in.
+    """
+
+    def __init__(
+        self,
+        max_per_address: int,
+        max_total: int,
+        connect_rate_per_s: float = CONNECT_RATE_PER_S,
+        connect_burst: int = CONNECT_BURST,
+    ) -> None:
         self.max_per_address = max_per_address
         self.max_total = max_total
         self.total = 0
         self._per_address: dict[str, int] = {}
+        self._connect = RateLimit(connect_rate_per_s, connect_burst)
+        self._buckets: dict[str, TokenBucket] = {}
 
-    def acquire(self, address: str) -> None:
+    def acquire(self, address: str, now_ns: int) -> None:
         """Count one more connection from ``address``, or raise ``ConnectionRefused``."""
+        key = address_key(address)
         if self.total >= self.max_total:
             raise ConnectionRefused(
                 f"the server holds its maximum of {self.max_total} connections (--max-connections); try again later"
             )
-        count = self._per_address.get(address, 0)
+        count = self._per_address.get(key, 0)
         if count >= self.max_per_address:
             raise ConnectionRefused(
                 f"{count} connections from your address already, the maximum (--max-per-address {self.max_per_address}); "
                 "try again later"
             )
-        self._per_address[address] = count + 1
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= BUCKET_SWEEP_AT:
+                self._sweep(now_ns)
+            bucket = self._buckets[key] = self._connect.bucket(now_ns)
+        if not bucket.take(now_ns):
+            raise ConnectionRefused(
+                f"more than {self._connect.rate_per_s:g} new connections a second from your address "
+                f"(burst {self._connect.burst}); try again later"
+            )
+        self._per_address[key] = count + 1
         self.total += 1
 
     def release(self, address: str) -> None:
         """One connection from ``address`` ended."""
-        count = self._per_address.get(address, 0)
+        key = address_key(address)
+        count = self._per_address.get(key, 0)
         if count <= 1:
-            self._per_address.pop(address, None)
+            self._per_address.pop(key, None)
         else:
-            self._per_address[address] = count - 1
+            self._per_address[key] = count - 1
         self.total = max(0, self.total - 1)
 
     def open_from(self, address: str) -> int:
-        return self._per_address.get(address, 0)
+        return self._per_address.get(address_key(address), 0)
+
+    def _sweep(self, now_ns: int) -> None:
+        """Forget the buckets that have refilled: they hold nothing a new one would not."""
+        self._buckets = {key: bucket for key, bucket in self._buckets.items() if not bucket.full(now_ns)}
 
 
 @contextmanager
@@ -274,7 +334,7 @@ def websocket_admission(request: web.Request, limits: ConnectionLimits, allowed_
         raise web.HTTPForbidden(text=refusal + "\n")
     address = request.remote or ""
     try:
-        limits.acquire(address)
+        limits.acquire(address, time.monotonic_ns())
     except ConnectionRefused as exc:
         raise web.HTTPServiceUnavailable(text=exc.text + "\n", headers={"Retry-After": str(RETRY_AFTER_S)}) from None
     try:

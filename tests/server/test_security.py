@@ -13,6 +13,7 @@ from server.auth import FIRST_DELAY_S, MAX_DELAY_S, Gate
 from server.config import ConfigError, ServerConfig
 from server.security import (
     ConnectionLimits,
+    address_key,
     ConnectionRefused,
     RateLimit,
     RateLimited,
@@ -144,19 +145,61 @@ def test_allowed_origins_come_from_options_and_the_public_url() -> None:
 def test_connection_caps_per_address_and_in_all() -> None:
     """The N+1th connection from one address is refused, others still pass; the total cap refuses anyone."""
     limits = ConnectionLimits(max_per_address=2, max_total=3)
-    limits.acquire("a")
-    limits.acquire("a")
+    limits.acquire("a", 0)
+    limits.acquire("a", 0)
     with pytest.raises(ConnectionRefused, match="--max-per-address 2"):
-        limits.acquire("a")
-    limits.acquire("b")
+        limits.acquire("a", 0)
+    limits.acquire("b", 0)
     with pytest.raises(ConnectionRefused, match="--max-connections"):
-        limits.acquire("c")
+        limits.acquire("c", 0)
     limits.release("a")
-    limits.acquire("c")
+    limits.acquire("c", 0)
     assert (limits.open_from("a"), limits.open_from("c"), limits.total) == (1, 1, 3)
     for address in ("a", "b", "c"):
         limits.release(address)
     assert limits.total == 0 and limits.open_from("a") == 0
+
+
+def test_new_connections_per_address_are_rate_limited() -> None:
+    """A burst passes at once, then new connections from that address pass at the rate; others are not held back."""
+    limits = ConnectionLimits(max_per_address=10_000, max_total=10_000, connect_rate_per_s=10, connect_burst=50)
+    for _ in range(50):
+        limits.acquire("10.0.0.1", 0)
+        limits.release("10.0.0.1")  # a client reconnecting in a loop: few open, many new
+    with pytest.raises(ConnectionRefused, match="new connections a second"):
+        limits.acquire("10.0.0.1", 0)
+    limits.acquire("10.0.0.2", 0)  # another address has its own bucket
+    limits.acquire("10.0.0.1", 100_000_000)  # 0.1 s later: one more at 10/s
+    with pytest.raises(ConnectionRefused):
+        limits.acquire("10.0.0.1", 100_000_000)
+    # A refused attempt is not counted as open.
+    assert limits.open_from("10.0.0.1") == 1 and limits.total == 2
+
+
+def test_ipv6_clients_are_counted_by_their_slash_64() -> None:
+    """Fresh addresses from one /64 share a cap; an IPv4-mapped address counts as the IPv4 one."""
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
+    assert address_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert address_key("not an address") == "not an address"
+    limits = ConnectionLimits(max_per_address=2, max_total=100)
+    limits.acquire("2001:db8::1", 0)
+    limits.acquire("2001:db8::2", 0)
+    with pytest.raises(ConnectionRefused, match="--max-per-address 2"):
+        limits.acquire("2001:db8::3", 0)
+    limits.acquire("2001:db8:0:1::3", 0)
+
+
+def test_idle_connect_buckets_are_forgotten() -> None:
+    """Addresses seen once do not pile up: refilled buckets are swept once many are held."""
+    from server.security import BUCKET_SWEEP_AT
+
+    limits = ConnectionLimits(max_per_address=10, max_total=10**6, connect_rate_per_s=100, connect_burst=10)
+    for i in range(BUCKET_SWEEP_AT):
+        limits.acquire(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", 0)
+        limits.release(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
+    limits.acquire("192.0.2.1", 1_000_000_000)  # 1 s later every earlier bucket is full again
+    assert len(limits._buckets) == 1
 
 
 def test_the_policy_has_no_inline_script_and_names_the_host_for_websockets() -> None:
