@@ -166,5 +166,16 @@ test('an audio clock that stalls (Firefox starting on a busy machine) is followe
   const mapping = clock.mapping({});
   assert.ok(Math.abs(mapping.performanceTime - (mapping.contextTime * 1000 + 1300)) < 1, mapping);
   assert.equal(mapping.ratePpm, 0, 'no slope from an unsteady clock');
+  assert.equal(mapping.stalled, false, '3 s after the stall the recent window is past it');
+  // Just after a stall, the last SHORT_S of readings map it, not the older ones.
+  const fresh = new AudioClock();
+  let u = 1100;
+  for (let i = 0; u < 4100; i += 1, u += 20 + 10 * ((i * 0.618) % 1)) {
+    const renderedMs = u < 3300 ? u - 1000 : u < 3315 ? 2300 : u - 1015; // stands still 15 ms
+    fresh.addRender(Math.floor(renderedMs / 10) / 100, u + 0.005);
+  }
+  const after = fresh.mapping({});
+  assert.equal(after.stalled, true);
+  assert.ok(Math.abs(after.performanceTime - (after.contextTime * 1000 + 1015)) < 1, after);
   assert.ok(mapping.residualMs > 1.5, 'the stall shows in the residual');
 });

@@ -33,6 +33,13 @@ export const WINDOW_S = 30;
 // time: an audio clock that stalls (Firefox on a busy machine lost 660 ms in
 // its first 4 s of running: tests/browser/engines) is followed within it.
 export const RECENT_S = 2;
+// ... and from only the last SHORT_S when their envelope lies more than
+// STALL_MS above the RECENT_S one: the clock stalled (it only ever falls
+// behind), and the older readings would map the start early for up to
+// RECENT_S. 20 readings at random phase against a 10 ms callback miss the
+// envelope by 3 ms with odds of 0.7^20 (< 0.1 %).
+export const SHORT_S = 0.5;
+export const STALL_MS = 3;
 // The slope fitted over WINDOW_S is used only when the bucket minima lie this
 // close to its line; otherwise the clock is not steady and the recent
 // envelope alone (slope 0 over RECENT_S) maps it.
@@ -201,10 +208,15 @@ export class AudioClock {
     const renderFit = envelopeFit(this.render);
     const c = this.render[this.render.length - 1].c;
     const slopeMsPerS = renderFit.residualMs <= MAX_SLOPE_RESIDUAL_MS ? renderFit.slopePpm * 1e-3 : 0;
-    let intercept = Infinity; // the recent lower envelope, at c
+    let recent = Infinity; // the lower envelopes, at c, of the last RECENT_S and SHORT_S
+    let short = Infinity;
     for (const point of this.render) {
-      if (point.c >= c - RECENT_S) intercept = Math.min(intercept, point.offsetMs - slopeMsPerS * (point.c - c));
+      const offsetMs = point.offsetMs - slopeMsPerS * (point.c - c);
+      if (point.c >= c - RECENT_S) recent = Math.min(recent, offsetMs);
+      if (point.c >= c - SHORT_S) short = Math.min(short, offsetMs);
     }
+    const stalled = short - recent > STALL_MS;
+    const intercept = stalled ? short : recent;
     const renderAt = (contextS) => intercept + slopeMsPerS * (contextS - c);
     const renderedMs = c * 1000 + intercept + this.resolutionMs / 2;
     const verdict = this.judgeStamps(renderAt);
@@ -232,6 +244,7 @@ export class AudioClock {
       residualMs: renderFit.residualMs,
       ratePpm: slopeMsPerS * 1e3,
       renderReadings: this.render.length,
+      stalled,
       reason: verdict.reason,
     };
   }

@@ -194,7 +194,10 @@ export class Player {
 
   /** The output latency (s) compensated: what the context reports, if plausible, plus the manual adjustment; null before the tap. */
   outputLatencyS() {
-    return this.context ? this.clockMapping().latencyS + this.manualLatencyS : null;
+    // The browser's report, not the mapping's measured latency: that one moves
+    // by microseconds at every reading, and each change of output_latency_us
+    // sends a `ready` at once (PROTOCOL.md).
+    return this.context ? outputLatencyS(this.context.baseLatency, this.context.outputLatency) + this.manualLatencyS : null;
   }
 
   /** The AudioContext's currentTime (s), or null before the tap. */

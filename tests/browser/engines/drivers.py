@@ -32,10 +32,12 @@ WEBKIT_DRIVER = os.environ.get("UNISONO_WEBKIT_DRIVER", "/usr/bin/WebKitWebDrive
 FIREFOX = os.environ.get("UNISONO_FIREFOX", "/usr/bin/firefox-esr")
 # How long a browser or a sound server may take to come up on a loaded machine.
 START_TIMEOUT_S = 30.0
+# How long one evaluate or click may take before it counts as lost (wait_for polls again).
+CALL_TIMEOUT_S = 5.0
 
 
 class EnginePage(Protocol):
-    """A participant page: run a function's source in it, click, load another URL."""
+    """A participant page: run a function's source in it, click, load another URL (a fresh page)."""
 
     engine: str
     version: str
@@ -53,7 +55,10 @@ async def wait_for(page: EnginePage, function_source: str, timeout_s: float) -> 
     """Poll ``function_source`` in the page until it returns something truthy; its value."""
     deadline = time.monotonic() + timeout_s
     while True:
-        value = await page.evaluate(function_source)
+        try:
+            value = await page.evaluate(function_source)
+        except TimeoutError:
+            value = None  # a lost evaluate (firefox_driver.mjs): poll again until the deadline
         if value:
             return value
         if time.monotonic() > deadline:
@@ -219,7 +224,20 @@ class FirefoxPage:
         self.process = process
         self.version = version
         self.ids = itertools.count(1)
-        self.lock = asyncio.Lock()
+        self.waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.reader = asyncio.create_task(self.read())
+
+    async def read(self) -> None:
+        """Hand each answer to the call waiting for its id (answers come in any order)."""
+        assert self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            answer = json.loads(line)
+            future = self.waiting.pop(answer.get("id"), None)
+            if future is not None and not future.done():
+                future.set_result(answer)
+        for future in self.waiting.values():
+            if not future.done():
+                future.set_exception(RuntimeError("firefox_driver.mjs exited"))
 
     @classmethod
     async def launch(cls, url: str, pulse: PulseSink) -> FirefoxPage:
@@ -243,28 +261,32 @@ class FirefoxPage:
             raise RuntimeError(f"firefox_driver.mjs exited with {process.returncode} before the page loaded")
         return cls(process, json.loads(line)["version"])
 
-    async def call(self, command: dict[str, Any]) -> Any:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        async with self.lock:
-            command_id = next(self.ids)
-            self.process.stdin.write((json.dumps({"id": command_id, **command}) + "\n").encode())
-            await self.process.stdin.drain()
-            line = await asyncio.wait_for(self.process.stdout.readline(), START_TIMEOUT_S)
-        if not line:
-            raise RuntimeError("firefox_driver.mjs exited")
-        answer = json.loads(line)
+    async def call(self, command: dict[str, Any], timeout_s: float = CALL_TIMEOUT_S) -> Any:
+        assert self.process.stdin is not None
+        command_id = next(self.ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.waiting[command_id] = future
+        self.process.stdin.write((json.dumps({"id": command_id, **command}) + "\n").encode())
+        await self.process.stdin.drain()
+        try:
+            answer = await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            self.waiting.pop(command_id, None)
+            raise TimeoutError(f"firefox: no answer to {str(command)[:100]} in {timeout_s} s") from None
         if "error" in answer:
             raise RuntimeError(f"firefox: {answer['error']}")
         return answer["value"]
 
     async def goto(self, url: str) -> None:
-        await self.call({"goto": url})
+        """In a new tab (see firefox_driver.mjs): the old page keeps playing."""
+        await self.call({"open": url}, START_TIMEOUT_S)
 
     async def evaluate(self, function_source: str) -> Any:
         return await self.call({"eval": function_source})
 
     async def click(self, selector: str) -> None:
-        await self.call({"click": selector})
+        # The click's handler creates and resumes the AudioContext: Firefox on a busy machine took seconds.
+        await self.call({"click": selector}, START_TIMEOUT_S)
 
     async def close(self) -> None:
         if self.process.stdin is not None:
@@ -274,3 +296,4 @@ class FirefoxPage:
         except TimeoutError:
             self.process.kill()
             await self.process.wait()
+        self.reader.cancel()

@@ -10,8 +10,13 @@
 //   in  {"id": 1, "eval": "() => 1 + 1"}              a function's source, run in the page
 //   out {"id": 1, "value": 2} | {"id": 1, "error": "..."}
 //   in  {"id": 2, "click": "#unlock"}                 a real (trusted) click
-//   in  {"id": 3, "goto": "http://..."}               load another page in the same tab
-// stdin closing closes the browser.
+//   in  {"id": 3, "open": "http://..."}               open a page in a new tab and browser context
+//                                                     (fresh storage); later commands go to it
+//                                                     (the old tab keeps playing: navigating a tab whose
+//                                                     AudioContext ran hung Firefox's page for good in 2 of 5 runs)
+// Commands run concurrently and answer by id: one evaluate that never returns
+// (seen once in a few runs, with puppeteer-core 24 and Firefox 153) does not hold up the others.
+// stdin closing closes the browser. UNISONO_DRIVER_DEBUG=1 logs every command to stderr.
 
 import { createInterface } from 'node:readline';
 import puppeteer from 'puppeteer-core';
@@ -29,24 +34,25 @@ const browser = await puppeteer.launch({
   // Autoplay is left at Firefox's default: the page must unlock audio with the click.
   extraPrefsFirefox: { 'media.autoplay.default': 1 },
 });
-const page = await browser.newPage();
-page.on('console', (message) => process.stderr.write(`[firefox] ${message.text()}\n`));
-page.on('pageerror', (error) => process.stderr.write(`[firefox] page error: ${error.message}\n`));
-await page.goto(url);
+async function open(target) {
+  // Its own browser context: its own storage, a new device (as Playwright's new_context).
+  const tab = await (await browser.createBrowserContext()).newPage();
+  tab.on('console', (message) => process.stderr.write(`[firefox] ${message.text()}\n`));
+  tab.on('pageerror', (error) => process.stderr.write(`[firefox] page error: ${error.message}\n`));
+  await tab.goto(target);
+  return tab;
+}
+let page = await open(url);
 const write = (object) => process.stdout.write(`${JSON.stringify(object)}\n`);
 write({ ready: true, version: await browser.version() });
 
-const lines = createInterface({ input: process.stdin });
-for await (const line of lines) {
-  if (!line.trim()) continue;
-  const command = JSON.parse(line);
-  if (process.env.UNISONO_DRIVER_DEBUG) process.stderr.write(`[driver] ${Date.now()} <- ${line.slice(0, 120)}\n`);
+async function run(command) {
   try {
     if (command.eval !== undefined) {
       const value = await page.evaluate(`(${command.eval})()`);
       write({ id: command.id, value: value === undefined ? null : value });
-    } else if (command.goto !== undefined) {
-      await page.goto(command.goto);
+    } else if (command.open !== undefined) {
+      page = await open(command.open);
       write({ id: command.id, value: null });
     } else if (command.click !== undefined) {
       await page.click(command.click);
@@ -57,5 +63,12 @@ for await (const line of lines) {
   } catch (error) {
     write({ id: command.id, error: String(error?.message ?? error) });
   }
+}
+
+const lines = createInterface({ input: process.stdin });
+for await (const line of lines) {
+  if (!line.trim()) continue;
+  if (process.env.UNISONO_DRIVER_DEBUG) process.stderr.write(`[driver] ${Date.now()} <- ${line.slice(0, 120)}\n`);
+  run(JSON.parse(line));
 }
 await browser.close();
