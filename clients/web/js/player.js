@@ -304,11 +304,16 @@ export class Player {
     this.play(next);
   }
 
-  /** Whether a late start may go ahead now: the estimate is good enough, or it has waited long enough. */
+  /** Whether a late start may go ahead now: the estimate is good enough and the audio clock steady, or it has waited long enough. */
   lateStartAllowed() {
     if (this.context.currentTime - this.runningSinceS < AUDIO_SETTLE_S) return false;
     const clock = this.estimate instanceof ClockEstimate ? this.estimate : new ClockEstimate(this.estimate);
-    if (clock.boundAt(deviceNowUs()) <= LATE_START_MAX_BOUND_US) return true;
+    // ... and the audio clock steady: a mapping from readings, not just after
+    // a stall (Firefox's clock fell behind in steps for its first seconds on a
+    // busy machine: late starts then came out 12 ms late in tests/browser/engines).
+    const mapping = this.audioClock.mapping({});
+    const steady = mapping !== null && !mapping.stalled;
+    if (steady && clock.boundAt(deviceNowUs()) <= LATE_START_MAX_BOUND_US) return true;
     if (this.lateWaitSinceMs === null) this.lateWaitSinceMs = perfNowMs();
     return perfNowMs() - this.lateWaitSinceMs >= LATE_START_MAX_WAIT_MS;
   }

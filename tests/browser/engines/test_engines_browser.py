@@ -76,13 +76,14 @@ async def measure(page: EnginePage, t_ms: float) -> dict[str, Any]:
 async def test_three_engines_start_within_5_ms_of_T_and_join_late(browser: Browser, tmp_path: Path) -> None:
     """Chromium, WebKit and Firefox pages (shifted, skewed clocks) start within 5 ms of T and of each other, and again when they join late."""
     runner, server = await start_server(tmp_path, small_show(tmp_path, seconds=30.0))
-    pulse = await asyncio.to_thread(PulseSink, tmp_path / "pulse")
+    # One sound server per engine: nothing one engine's audio does can hold up the other's.
+    pulses = [await asyncio.to_thread(PulseSink, tmp_path / f"pulse-{engine}") for engine in ("webkit", "firefox")]
     pages: list[EnginePage] = []
     try:
         base = server.base_url
         chromium = ChromiumPage(browser)
         await chromium.goto(url(base, "chromium", CLOCKS))
-        launched = await asyncio.gather(WebKitPage.launch(pulse), FirefoxPage.launch(url(base, "firefox", CLOCKS), pulse))
+        launched = await asyncio.gather(WebKitPage.launch(pulses[0]), FirefoxPage.launch(url(base, "firefox", CLOCKS), pulses[1]))
         pages = [chromium, *launched]
         await pages[1].goto(url(base, "webkit", CLOCKS))
         await asyncio.gather(*(unlock(page) for page in pages))
@@ -122,5 +123,6 @@ async def test_three_engines_start_within_5_ms_of_T_and_join_late(browser: Brows
         for page in pages:
             with contextlib.suppress(Exception):
                 await page.close()
-        await asyncio.to_thread(pulse.close)
+        for pulse in pulses:
+            await asyncio.to_thread(pulse.close)
         await runner.cleanup()
