@@ -78,3 +78,7 @@ def configure_logging(fmt: str = "text", level: int = logging.INFO, stream: IO[s
 
 class _UnisonoHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The handler ``configure_logging`` installs, told apart from everyone else's."""
+
+
+# For tests that run ``unisono serve`` in-process and must take its handler away after.
+UNISONO_HANDLER = _UnisonoHandler

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import wave
 from collections.abc import AsyncIterator
@@ -14,6 +15,22 @@ from aiohttp import web
 from server.app import HUB, make_app
 from server.config import ServerConfig
 from server.hub import Hub, ShowSpec
+from server.logs import UNISONO_HANDLER
+
+
+@pytest.fixture(autouse=True)
+def _no_log_handler_left_behind() -> object:
+    """Remove the handler ``unisono serve`` installs when a test ran the CLI in-process.
+
+    It writes to the ``sys.stderr`` of its moment, a capture that pytest closes
+    after the test: a later test's log line then printed "--- Logging error ---"
+    into whatever that test captured (test_commands caught it after test_tls).
+    """
+    yield
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, UNISONO_HANDLER)]:
+        root.removeHandler(handler)
+        handler.close()
 
 # Slow machines (CI under load) may scale every timeout in the tests.
 TIMEOUT_SCALE = float(os.environ.get("UNISONO_TIMEOUT_SCALE", "1"))
