@@ -121,6 +121,16 @@ def write_show(directory: Path) -> Path:
     return path
 
 
+def server_cpus() -> set[int]:
+    """--pin: the CPU the server processes keep to themselves (the last one this process may use)."""
+    return {max(os.sched_getaffinity(0))}
+
+
+def client_cpus() -> set[int]:
+    """--pin: every other CPU, for the client processes."""
+    return os.sched_getaffinity(0) - server_cpus()
+
+
 def _raise_nofile_in_child() -> None:
     raise_nofile_limit()
 
@@ -324,6 +334,7 @@ class RunConfig:
     loop: str = "asyncio"
     nodes: int = 1  # server processes; more than one needs redis
     redis: bool = False  # serve --redis against a private redis-server
+    pin: bool = False  # the server(s) alone on the last CPU, the clients on the others (--pin)
 
     @property
     def timeout_s(self) -> float:
@@ -611,6 +622,8 @@ class Run:
             start_new_session=True,
         )
         self.procs.append(proc)
+        if self.config.pin:
+            os.sched_setaffinity(proc.pid, server_cpus())  # threads it starts later inherit it
         assert proc.stdout is not None
         pattern = re.compile(r"organizer:\s+http://(127\.0\.0\.1):(\d+)/organizer\.html\?token=(\S+)")
 
@@ -651,6 +664,8 @@ class Run:
                 limit=2**26,
             )  # fmt: skip
             self.clients.append(proc)
+            if config.pin:
+                os.sched_setaffinity(proc.pid, client_cpus())
             client_config = {
                 "url": ws_urls[0], "urls": ws_urls, "first": first, "count": count, "total": config.devices,
                 "join_window_s": config.join_window_s, "ready_interval_s": READY_INTERVAL_S,
@@ -901,7 +916,7 @@ async def run_all(args: argparse.Namespace) -> tuple[list[RunResult], RunResult 
         log(f"{label}:")
         config = RunConfig(
             devices, clients, args.steady_s, args.lead_s, args.join_window_s, args.compression,
-            loop=loop, nodes=args.nodes, redis=args.redis or args.nodes > 1,
+            loop=loop, nodes=args.nodes, redis=args.redis or args.nodes > 1, pin=args.pin,
         )  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="unisono-scale-") as tmp:
             run = Run(config, log)
@@ -940,6 +955,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the server's event loop(s), e.g. asyncio,uvloop: each device count runs once per loop (default asyncio)")  # fmt: skip
     parser.add_argument("--nodes", type=int, default=1, help="server processes sharing the show through Redis (default 1); devices spread over them, the start on node 0")
     parser.add_argument("--redis", action="store_true", help="run the nodes with serve --redis against a private redis-server (implied by --nodes > 1)")
+    parser.add_argument("--pin", action="store_true",
+                        help="keep the server(s) alone on the last CPU and the clients on the others, so the load generator cannot take the server's core (needs 2+ CPUs)")
     parser.add_argument("--profile", action="store_true", help="py-spy record the server during steady state (py-spy on PATH)")
     parser.add_argument("--rows", type=Path, default=None,
                         help="write each device's row (JSON lines) to PATH-N.jsonl, N the run's device count")  # fmt: skip
@@ -948,12 +965,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.nodes < 1:
         parser.error(f"--nodes: expected at least 1, found {args.nodes}")
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        parser.error("--pin: needs at least 2 CPUs (one for the server, the rest for the clients)")
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     results, idle = asyncio.run(run_all(args))
     table = format_table(results, idle)
     notes = format_notes(results + ([idle] if idle is not None else []))
     command = "python -m bench.scale " + " ".join(argv if argv is not None else sys.argv[1:])
-    block = f"`{command}` ({when}; {machine()}; clients share the cores with the server)\n\n{table}\n\n{notes}\n"
+    placement = (
+        f"server on CPU {sorted(server_cpus())}, clients on CPUs {sorted(client_cpus())}" if args.pin
+        else "clients share the cores with the server"
+    )
+    block = f"`{command}` ({when}; {machine()}; {placement})\n\n{table}\n\n{notes}\n"
     print(block)
     if args.json is not None:
         document = {

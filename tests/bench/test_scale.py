@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from bench.scale import RunResult, device_figures, fd_plan, histogram_quantile, main, parse_metrics
+from bench.scale import RunResult, client_cpus, device_figures, fd_plan, histogram_quantile, main, parse_metrics, server_cpus
 from bench.scale_client import device_offset_us, source_address
 
 
@@ -76,12 +77,19 @@ def test_sources_offsets_and_the_open_file_plan() -> None:
     assert "hard limit" in (fd_plan(10**9, 10**6) or "")
 
 
+def test_pin_gives_the_server_a_cpu_of_its_own() -> None:
+    """--pin splits this process's CPUs: the last for the server, the others for the clients."""
+    cpus = os.sched_getaffinity(0)
+    assert server_cpus() | client_cpus() == cpus
+    assert len(server_cpus()) == 1 and not server_cpus() & client_cpus()
+
+
 def test_small_run_reports_every_figure_and_every_device_gets_the_schedule(tmp_path: Path) -> None:
-    """60 devices in 2 client processes plus a 10-device idle run: every figure present, 60/60 scheduled."""
+    """60 devices in 2 client processes (pinned apart from the server) plus a 10-device idle run: every figure present, 60/60 scheduled."""
     out = tmp_path / "scale.json"
     rc = main(
         ["--devices", "60", "--clients", "2", "--steady-s", "2", "--lead-s", "2", "--join-window-s", "1",
-         "--idle-devices", "10", "--json", str(out)]
+         "--idle-devices", "10", "--json", str(out), "--pin"]
     )  # fmt: skip
     document = json.loads(out.read_text())
     assert rc == 0, document
@@ -100,9 +108,9 @@ def test_small_run_reports_every_figure_and_every_device_gets_the_schedule(tmp_p
     assert run["coverage_pct"] > 90.0
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
 def test_two_nodes_on_redis_spread_the_devices_and_all_get_the_start(tmp_path: Path) -> None:
     """2 nodes and a private redis-server, 40 devices: 20 a node, every device scheduled by node 0's start."""
+    assert shutil.which("redis-server") is not None, "redis-server is missing: run ./run-tests, which installs it"
     out = tmp_path / "cluster.json"
     rc = main(
         ["--devices", "40", "--clients", "2", "--nodes", "2", "--steady-s", "2", "--lead-s", "3",
