@@ -19,6 +19,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -72,14 +73,30 @@ def need(path: str, how: str) -> None:
         raise RuntimeError(f"{path} not found: {how}")
 
 
+def kill_group(pgid: int) -> None:
+    """SIGKILL every process left in process group ``pgid`` (gone already is fine).
+
+    Every helper starts as the leader of its own session (``start_new_session``),
+    so its group holds what it spawned too: WebKitWebDriver's MiniBrowser and web
+    processes, the node driver's children. The group's number cannot be reused
+    while any member lives, so this never reaches a stranger's processes.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
-    """Terminate a helper process we started, killing it if it does not go within 5 s."""
-    process.terminate()
+    """Terminate a helper started with ``start_new_session`` and everything in its group.
+
+    SIGTERM to the group, up to 5 s for the leader to go, then SIGKILL to
+    whatever of the group is left (on every path: nothing outlives the test).
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=5)
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+    kill_group(process.pid)
+    process.wait()
 
 
 class PulseSink:
@@ -94,18 +111,21 @@ class PulseSink:
         # session is read or written. As root pulseaudio only warns (not
         # --system: that would refuse module arguments and want a system user).
         env = {**os.environ, "HOME": str(directory), "XDG_RUNTIME_DIR": str(directory)}
-        self.process = subprocess.Popen(
-            [
-                "pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--disable-shm=yes",
-                "--load=module-null-sink sink_name=unisono_null",
-                f"--load=module-native-protocol-unix auth-anonymous=1 socket={socket}",
-            ],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
+        # Its log goes to a file: a pipe nobody reads fills up and blocks the daemon.
+        self.log = directory / "pulseaudio.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    "pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--disable-shm=yes",
+                    "--load=module-null-sink sink_name=unisono_null",
+                    f"--load=module-native-protocol-unix auth-anonymous=1 socket={socket}",
+                ],
+                env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+            )
         deadline = time.monotonic() + START_TIMEOUT_S
         while not socket.exists():
             if self.process.poll() is not None:
-                error = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                error = self.log.read_text(errors="replace")
                 raise RuntimeError(f"pulseaudio exited with {self.process.returncode}: {error[-800:]}")
             if time.monotonic() > deadline:
                 self.close()
@@ -125,7 +145,7 @@ class Xvfb:
         # -displayfd: Xvfb picks a free display and writes its number when ready.
         self.process = subprocess.Popen(
             ["Xvfb", "-displayfd", str(write), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
-            pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         os.close(write)
         with os.fdopen(read) as pipe:
@@ -169,9 +189,10 @@ class ChromiumPage:
 class WebKitPage:
     engine = "webkit"
 
-    def __init__(self, driver: Any, xvfb: Xvfb) -> None:
+    def __init__(self, driver: Any, xvfb: Xvfb, driver_pid: int) -> None:
         self.driver = driver
         self.xvfb = xvfb
+        self.driver_pid = driver_pid  # WebKitWebDriver's: the leader of its group (MiniBrowser and its web processes)
         self.version = str(driver.capabilities.get("browserVersion", "?"))
 
     @classmethod
@@ -185,14 +206,18 @@ class WebKitPage:
         options.binary_location = MINIBROWSER
         options.add_argument("--automation")
         env = {**os.environ, "DISPLAY": xvfb.display, "PULSE_SERVER": pulse.server}
-        service = webdriver.WebKitGTKService(executable_path=WEBKIT_DRIVER, env=env)
+        # Its own session: MiniBrowser and the web processes it spawns stay in its group (stop()).
+        service = webdriver.WebKitGTKService(executable_path=WEBKIT_DRIVER, env=env, popen_kw={"start_new_session": True})
         try:
             driver = await asyncio.to_thread(webdriver.WebKitGTK, options=options, service=service)
         except BaseException:
+            started = getattr(service, "process", None)  # set once WebKitWebDriver was spawned
+            if started is not None:
+                stop(started)
             xvfb.close()
             raise
         driver.set_script_timeout(START_TIMEOUT_S)
-        return cls(driver, xvfb)
+        return cls(driver, xvfb, service.process.pid)
 
     async def goto(self, url: str) -> None:
         await asyncio.to_thread(self.driver.get, url)
@@ -210,8 +235,11 @@ class WebKitPage:
 
     async def close(self) -> None:
         try:
-            await asyncio.to_thread(self.driver.quit)
+            # quit() ends the session and WebKitWebDriver; a hung one is killed below.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.to_thread(self.driver.quit), START_TIMEOUT_S)
         finally:
+            kill_group(self.driver_pid)
             self.xvfb.close()
 
 
@@ -220,8 +248,9 @@ class FirefoxPage:
 
     engine = "firefox"
 
-    def __init__(self, process: asyncio.subprocess.Process, version: str) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, browser_pid: int, version: str) -> None:
         self.process = process
+        self.browser_pid = browser_pid  # Firefox's: puppeteer starts it detached, the leader of its own group
         self.version = version
         self.ids = itertools.count(1)
         self.waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -240,26 +269,39 @@ class FirefoxPage:
                 future.set_exception(RuntimeError("firefox_driver.mjs exited"))
 
     @classmethod
-    async def launch(cls, url: str, pulse: PulseSink) -> FirefoxPage:
+    async def launch(cls, url: str, pulse: PulseSink, profile: Path) -> FirefoxPage:
+        """The driver, Firefox (profile in ``profile``) and a page at ``url``; nothing left running if it fails."""
         need(FIREFOX, "run ./run-tests, which installs it (apt-get install firefox-esr)")
         if not (HERE / "node_modules" / "puppeteer-core").is_dir():
             raise RuntimeError(f"puppeteer-core is missing: run ./run-tests, or npm ci --prefix {HERE}")
+        # Its own session, so its group can be killed whole; Firefox is in a
+        # group of its own (puppeteer spawns it detached), killed by the pid it reports.
         process = await asyncio.create_subprocess_exec(
             "node", str(HERE / "firefox_driver.mjs"), url,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            env={**os.environ, "FIREFOX": FIREFOX, "PULSE_SERVER": pulse.server},
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, start_new_session=True,
+            # No crash reporter: its helper process leaves the group (setsid) and outlives a kill.
+            env={
+                **os.environ, "FIREFOX": FIREFOX, "PULSE_SERVER": pulse.server, "UNISONO_FIREFOX_PROFILE": str(profile),
+                "MOZ_CRASHREPORTER_DISABLE": "1",
+            },
         )
         assert process.stdout is not None
+        browser_pid: int | None = None
         try:
-            line = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT_S)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+            async with asyncio.timeout(START_TIMEOUT_S):
+                while True:
+                    line = await process.stdout.readline()
+                    if not line:
+                        await process.wait()
+                        raise RuntimeError(f"firefox_driver.mjs exited with {process.returncode} before the page loaded")
+                    message = json.loads(line)
+                    browser_pid = message.get("browserPid", browser_pid)
+                    if message.get("ready"):
+                        assert browser_pid is not None
+                        return cls(process, browser_pid, message["version"])
+        except BaseException:
+            await kill_driver(process, browser_pid)
             raise
-        if not line:
-            await process.wait()
-            raise RuntimeError(f"firefox_driver.mjs exited with {process.returncode} before the page loaded")
-        return cls(process, json.loads(line)["version"])
 
     async def call(self, command: dict[str, Any], timeout_s: float = CALL_TIMEOUT_S) -> Any:
         assert self.process.stdin is not None
@@ -289,11 +331,18 @@ class FirefoxPage:
         await self.call({"click": selector}, START_TIMEOUT_S)
 
     async def close(self) -> None:
+        """Close stdin (the driver closes Firefox), then kill both groups whatever happened."""
         if self.process.stdin is not None:
             self.process.stdin.close()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.process.wait(), 10)
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
+        await kill_driver(self.process, self.browser_pid)
         self.reader.cancel()
+
+
+async def kill_driver(process: asyncio.subprocess.Process, browser_pid: int | None) -> None:
+    """SIGKILL Firefox's group and the driver's: a killed node does not take a detached Firefox with it."""
+    if browser_pid is not None:
+        kill_group(browser_pid)
+    kill_group(process.pid)
+    await process.wait()

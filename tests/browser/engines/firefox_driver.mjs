@@ -3,9 +3,12 @@
 //
 // Usage: node firefox_driver.mjs URL
 // Environment: FIREFOX (default /usr/bin/firefox-esr); PULSE_SERVER must name
-// a sound server (Web Audio needs one; the test starts a private PulseAudio).
+// a sound server (Web Audio needs one; the test starts a private PulseAudio);
+// UNISONO_FIREFOX_PROFILE a directory for the profile (default: a temporary one).
 //
 // Protocol on stdio, one JSON object a line:
+//   out {"browserPid": 1234}                         once Firefox runs (puppeteer starts it detached: the
+//                                                     leader of its own process group, which the test kills)
 //   out {"ready": true, "version": "..."}            once the page has loaded
 //   in  {"id": 1, "eval": "() => 1 + 1"}              a function's source, run in the page
 //   out {"id": 1, "value": 2} | {"id": 1, "error": "..."}
@@ -16,7 +19,7 @@
 //                                                     AudioContext ran hung Firefox's page for good in 2 of 5 runs)
 // Commands run concurrently and answer by id: one evaluate that never returns
 // (seen once in a few runs, with puppeteer-core 24 and Firefox 153) does not hold up the others.
-// stdin closing closes the browser. UNISONO_DRIVER_DEBUG=1 logs every command to stderr.
+// stdin closing closes the browser. UNISONO_DRIVER_DEBUG=1 logs every command and answer to stderr.
 
 import { createInterface } from 'node:readline';
 import puppeteer from 'puppeteer-core';
@@ -33,7 +36,17 @@ const browser = await puppeteer.launch({
   headless: true,
   // Autoplay is left at Firefox's default: the page must unlock audio with the click.
   extraPrefsFirefox: { 'media.autoplay.default': 1 },
+  userDataDir: process.env.UNISONO_FIREFOX_PROFILE || undefined,
 });
+const debug = (text) => {
+  if (process.env.UNISONO_DRIVER_DEBUG) process.stderr.write(`[driver] ${Date.now()} ${text.slice(0, 120)}\n`);
+};
+const write = (object) => {
+  const line = JSON.stringify(object);
+  debug(`-> ${line}`);
+  process.stdout.write(`${line}\n`);
+};
+write({ browserPid: browser.process()?.pid ?? null });
 async function open(target) {
   // Its own browser context: its own storage, a new device (as Playwright's new_context).
   const tab = await (await browser.createBrowserContext()).newPage();
@@ -43,7 +56,6 @@ async function open(target) {
   return tab;
 }
 let page = await open(url);
-const write = (object) => process.stdout.write(`${JSON.stringify(object)}\n`);
 write({ ready: true, version: await browser.version() });
 
 async function run(command) {
@@ -68,7 +80,7 @@ async function run(command) {
 const lines = createInterface({ input: process.stdin });
 for await (const line of lines) {
   if (!line.trim()) continue;
-  if (process.env.UNISONO_DRIVER_DEBUG) process.stderr.write(`[driver] ${Date.now()} <- ${line.slice(0, 120)}\n`);
+  debug(`<- ${line}`);
   run(JSON.parse(line));
 }
 await browser.close();

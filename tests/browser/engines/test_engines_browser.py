@@ -83,7 +83,7 @@ async def test_three_engines_start_within_5_ms_of_T_and_join_late(browser: Brows
         base = server.base_url
         chromium = ChromiumPage(browser)
         await chromium.goto(url(base, "chromium", CLOCKS))
-        launched = await asyncio.gather(WebKitPage.launch(pulses[0]), FirefoxPage.launch(url(base, "firefox", CLOCKS), pulses[1]))
+        launched = await asyncio.gather(WebKitPage.launch(pulses[0]), FirefoxPage.launch(url(base, "firefox", CLOCKS), pulses[1], tmp_path / "firefox-profile"))
         pages = [chromium, *launched]
         await pages[1].goto(url(base, "webkit", CLOCKS))
         await asyncio.gather(*(unlock(page) for page in pages))
