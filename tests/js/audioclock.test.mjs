@@ -3,7 +3,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 
-import { AudioClock, envelopeFit, knownLatencyS } from '../../clients/web/js/audioclock.js';
+import { AudioClock, derivedStamp, envelopeFit, knownLatencyS } from '../../clients/web/js/audioclock.js';
 
 /** Reading phases for seed `seed`: a golden-ratio sequence (even spread, the same every run). */
 function phases(seed) {
@@ -44,13 +44,16 @@ function engine({ startMs = 1000, ratePpm = 0, blockMs = 10, latencyMs = 40, res
   };
 }
 
-/** Feed `seconds` of readings every ~25 ms (as player.js) (random phase) and return the clock. */
-function feed(sim, { seconds = 4, seed = 1, fromMs = 1100, resolutionMs = 0.1 } = {}) {
+/** Feed `seconds` of readings every ~25 ms (as player.js) (random phase), a stamp every `stampEveryMs`, and return the clock. */
+function feed(sim, { seconds = 4, seed = 1, fromMs = 1100, resolutionMs = 0.1, stampEveryMs = 0 } = {}) {
   const clock = new AudioClock();
   clock.setResolution(resolutionMs);
   const next = phases(seed);
+  let stampMs = -Infinity;
   for (let t = fromMs; t < fromMs + seconds * 1000; t += 20 + 10 * next()) {
     clock.addRender(sim.currentTime(t), sim.perfNow(t + 0.005));
+    if (t - stampMs < stampEveryMs) continue;
+    stampMs = t;
     clock.addOutputTimestamp(sim.outputTimestamp(t + 0.01));
   }
   return clock;
@@ -178,4 +181,40 @@ test('an audio clock that stalls (Firefox starting on a busy machine) is followe
   assert.equal(after.stalled, true);
   assert.ok(Math.abs(after.performanceTime - (after.contextTime * 1000 + 1015)) < 1, after);
   assert.ok(mapping.residualMs > 1.5, 'the stall shows in the residual');
+});
+
+test('Chromium: output timestamps read every 200 ms (as player.js) are still judged and used', () => {
+  const sim = engine({ latencyMs: 41 });
+  const mapping = feed(sim, { stampEveryMs: 200 }).mapping({ baseLatency: 0.01, outputLatency: 0.032 });
+  assert.equal(mapping.source, 'outputTimestamp', mapping.reason);
+  assert.ok(Math.abs(mapping.latencyS - 0.041) < 0.001, mapping);
+  assert.ok(Math.abs(errorMs(mapping, sim)) < 1, mapping);
+});
+
+test('derivedStamp: Firefox-style stamps (currentTime and now, shifted back by outputLatency) are derived', () => {
+  const stamp = { contextTime: 2.1566 - 0.046, performanceTime: 6818 - 46 };
+  assert.equal(derivedStamp(stamp, 2.1566, 6818, 0.046, 1), true);
+  assert.equal(derivedStamp({ contextTime: 2.5, performanceTime: 6818 }, 2.5, 6818.4, 0, 1), true, 'latency 0, a tick apart');
+  assert.equal(derivedStamp({ contextTime: 2.5, performanceTime: 6818 }, 2.5, 6818.4, undefined, 1), true, 'missing latency counts as 0');
+});
+
+test('derivedStamp: measured or wrong stamps are not derived, nor unusable input', () => {
+  // Chromium: the frame heard ~41 ms ago against the time it was heard.
+  assert.equal(derivedStamp({ contextTime: 4.9595, performanceTime: 6001.2 }, 4.99, 6010.3, 0.032, 0.1), false);
+  // WebKitGTK: performanceTime ~ now + contextTime * 1000.
+  assert.equal(derivedStamp({ contextTime: 2.0, performanceTime: 8000 }, 2.0, 6000, 0, 1), false);
+  // The same currentTime but a performanceTime off by more than a tick and the tolerance.
+  assert.equal(derivedStamp({ contextTime: 2.0, performanceTime: 5990 }, 2.0, 6000, 0, 1), false);
+  assert.equal(derivedStamp(undefined, 2.0, 6000, 0), false);
+  assert.equal(derivedStamp({ contextTime: Number.NaN, performanceTime: 6000 }, 2.0, 6000, 0), false);
+});
+
+test('dropStamps: without its stamps the clock maps from the render readings plus the reported latency', () => {
+  const sim = engine({ latencyMs: 25, stamp: 'firefox', resolutionMs: 1 });
+  const clock = feed(sim, { resolutionMs: 1 });
+  clock.dropStamps();
+  const mapping = clock.mapping({ baseLatency: 0, outputLatency: 0.025 });
+  assert.equal(mapping.source, 'render');
+  assert.equal(mapping.latencyS, 0.025);
+  assert.ok(Math.abs(errorMs(mapping, sim)) < 1.5, mapping);
 });

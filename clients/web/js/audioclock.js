@@ -61,12 +61,37 @@ export const MIN_STAMP_SPAN_S = 0.5;
 export const MAX_LATENCY_WANDER_MS = 8;
 // Renders fewer than this many readings are not fitted yet.
 export const MIN_READINGS = 8;
+// Output timestamps are judged once RECENT_S holds this many (player.js reads
+// one every 200 ms: 10 in RECENT_S; a good stamp has no render-step noise).
+export const MIN_STAMPS = 6;
+// A stamp is derived from currentTime and outputLatency (Firefox: contextTime =
+// currentTime - outputLatency at performanceTime = now - outputLatency, nothing
+// measured) when both agree this closely: float rounding of (c - L) + L, and
+// performance.now()'s tick plus the time between the reads (ms).
+export const DERIVED_CONTEXT_TOLERANCE_S = 1e-6;
+export const DERIVED_PERF_TOLERANCE_MS = 1;
 // The slope fitted through bucket minima is clamped to this (ppm): beyond it
 // a clock is broken, not skewed (AirPlay's 2,000 ppm is the worst on record).
 export const MAX_RATE_PPM = 2000;
 
 function finite(value) {
   return typeof value === 'number' && Number.isFinite(value);
+}
+
+/**
+ * Whether an output timestamp only restates what the page read just before:
+ * `currentTimeS` and `perfNowMs` (performance.now() right after it) shifted
+ * back by the reported `outputLatencyS` (missing counts as 0). Such a stamp
+ * carries no measurement (its implied latency is ~0 whatever the real one),
+ * and in Firefox every getOutputTimestamp() costs a synchronous call to the
+ * audio server (player.js): the glue stops reading them.
+ */
+export function derivedStamp(stamp, currentTimeS, perfNowMs, outputLatencyS, resolutionMs = 0) {
+  if (!finite(stamp?.contextTime) || !finite(stamp?.performanceTime) || !finite(currentTimeS) || !finite(perfNowMs)) return false;
+  const latencyS = finite(outputLatencyS) ? outputLatencyS : 0;
+  if (Math.abs(stamp.contextTime + latencyS - currentTimeS) > DERIVED_CONTEXT_TOLERANCE_S) return false;
+  const gapMs = perfNowMs - (stamp.performanceTime + latencyS * 1000);
+  return gapMs >= -(DERIVED_PERF_TOLERANCE_MS + resolutionMs) && gapMs <= DERIVED_PERF_TOLERANCE_MS + resolutionMs;
 }
 
 /** Reported latency (s) if known: a finite value in (0, 0.5]; 0, negative, missing are unknown. */
@@ -141,6 +166,11 @@ export class AudioClock {
     this.resolutionMs = finite(resolutionMs) && resolutionMs > 0 && resolutionMs < 100 ? resolutionMs : 0;
   }
 
+  /** Forget the output timestamps (the glue found them derived: derivedStamp). */
+  dropStamps() {
+    this.stamps = [];
+  }
+
   /** Forget everything (the context was suspended: its clock stood still while performance time ran). */
   reset() {
     this.render = [];
@@ -172,7 +202,7 @@ export class AudioClock {
    */
   judgeStamps(renderAt) {
     const stamps = this.stamps.filter((stamp) => stamp.c >= this.stamps[this.stamps.length - 1].c - RECENT_S);
-    if (stamps.length < MIN_READINGS) return { plausible: false, latencyMs: null, reason: 'too few output timestamps' };
+    if (stamps.length < MIN_STAMPS) return { plausible: false, latencyMs: null, reason: 'too few output timestamps' };
     const first = stamps[0];
     const last = stamps[stamps.length - 1];
     if (last.c - first.c < MIN_STAMP_SPAN_S) return { plausible: false, latencyMs: null, reason: 'output timestamps span too little audio time' };

@@ -15,7 +15,7 @@ import { computeStart, outputLatencyS, pickOutputTimestamp } from './schedule.js
 import { DriftController } from './drift.js';
 import { ClockEstimate } from './sync.js';
 import { deviceNowUs, perfNowMs, perfResolutionMs, timeOriginMs } from './deviceclock.js';
-import { AudioClock } from './audioclock.js';
+import { AudioClock, derivedStamp } from './audioclock.js';
 import { SegmentedTrack, decodeWith, fetchManifest } from './chain.js';
 import { isManifestUrl } from './segments.js';
 import { realignAfterStateChange, shouldResume } from './phone.js';
@@ -38,6 +38,21 @@ const DRIFT_INTERVAL_S = 1.0;
 // context runs (audioclock.js fits the lower envelope of the last 2 s: ~80 readings at random
 // phase against 3-20 ms audio callbacks; two clock reads each, negligible).
 const AUDIO_CLOCK_SAMPLE_MS = 25;
+// The context's latency reports and output timestamps are read sparingly: in
+// Firefox each read of outputLatency, and each getOutputTimestamp() (which
+// reads it), is a synchronous call to the audio server made while holding the
+// audio graph's lock whenever the browser has no non-zero latency cached
+// (MediaTrackGraphImpl::AudioOutputLatency). On Linux, with audio remoted to
+// the parent process over PulseAudio, one such call met the audio callback
+// and deadlocked the page for good (gdb stacks: docs/BROWSERS.md); 50 reads a
+// second hung 1 run in 4 of tests/browser/engines. Latencies once a second
+// (they change on a device switch, not faster) ...
+const LATENCY_READ_INTERVAL_MS = 1000;
+// ... output timestamps every 200 ms (audioclock.js's MIN_STAMPS over its 2 s window) ...
+const OUTPUT_TIMESTAMP_INTERVAL_MS = 200;
+// ... and none once this many in a row were derived from currentTime and
+// outputLatency (audioclock.js's derivedStamp: Firefox's carry no measurement).
+const DERIVED_STAMPS_TO_STOP = 5;
 
 function audioContextClass() {
   return globalThis.AudioContext ?? globalThis.webkitAudioContext;
@@ -90,15 +105,49 @@ export class Player {
     this.realigns = 0; // restarts after the context came back from suspended/interrupted
     this.audioClock = new AudioClock(); // the audio clock against performance time (audioclock.js)
     this.audioClockTimer = null;
+    this.latencies = null; // the context's {baseLatency, outputLatency} (s), as last read
+    this.latenciesReadMs = -Infinity; // performance time they were read
+    this.lastStamp = undefined; // the last getOutputTimestamp() result
+    this.stampReadMs = -Infinity; // performance time it was read
+    this.derivedStamps = 0; // derived stamps in a row
+    this.stampsDerived = false; // this browser's stamps are derived: no more are read
   }
 
-  /** Read the audio clock against performance time (every AUDIO_CLOCK_SAMPLE_MS while running). */
+  /** The context's {baseLatency, outputLatency} (s), read at most every LATENCY_READ_INTERVAL_MS. */
+  latencyReport() {
+    const nowMs = perfNowMs();
+    if (this.latencies === null || nowMs - this.latenciesReadMs >= LATENCY_READ_INTERVAL_MS) {
+      this.latencies = { baseLatency: this.context.baseLatency, outputLatency: this.context.outputLatency };
+      this.latenciesReadMs = nowMs;
+    }
+    return this.latencies;
+  }
+
+  /**
+   * Read the audio clock against performance time (every AUDIO_CLOCK_SAMPLE_MS
+   * while running), and an output timestamp every OUTPUT_TIMESTAMP_INTERVAL_MS
+   * until they turn out derived.
+   */
   sampleAudioClock() {
     const context = this.context;
     if (context === null || context.state !== 'running') return;
     const currentTimeS = context.currentTime;
-    this.audioClock.addRender(currentTimeS, perfNowMs());
-    if (typeof context.getOutputTimestamp === 'function') this.audioClock.addOutputTimestamp(context.getOutputTimestamp());
+    const nowMs = perfNowMs();
+    this.audioClock.addRender(currentTimeS, nowMs);
+    if (this.stampsDerived || typeof context.getOutputTimestamp !== 'function') return;
+    if (nowMs - this.stampReadMs < OUTPUT_TIMESTAMP_INTERVAL_MS) return;
+    this.stampReadMs = nowMs;
+    const stamp = context.getOutputTimestamp();
+    this.lastStamp = stamp;
+    const derived = derivedStamp(stamp, currentTimeS, nowMs, this.latencyReport().outputLatency, this.audioClock.resolutionMs);
+    this.derivedStamps = derived ? this.derivedStamps + 1 : 0;
+    if (this.derivedStamps >= DERIVED_STAMPS_TO_STOP) {
+      this.stampsDerived = true;
+      this.lastStamp = undefined;
+      this.audioClock.dropStamps();
+      return;
+    }
+    this.audioClock.addOutputTimestamp(stamp);
   }
 
   /**
@@ -108,11 +157,12 @@ export class Player {
    */
   clockMapping() {
     const context = this.context;
-    const fitted = this.audioClock.mapping({ baseLatency: context.baseLatency, outputLatency: context.outputLatency });
+    const { baseLatency, outputLatency } = this.latencyReport();
+    const fitted = this.audioClock.mapping({ baseLatency, outputLatency });
     if (fitted !== null) return fitted;
-    const reported = typeof context.getOutputTimestamp === 'function' ? context.getOutputTimestamp() : undefined;
-    const stamp = pickOutputTimestamp(reported, context.currentTime, perfNowMs());
-    const latencyS = stamp.includesLatency ? 0 : outputLatencyS(context.baseLatency, context.outputLatency);
+    // Before enough readings (the first 200 ms): the last stamp sampled, not a new read.
+    const stamp = pickOutputTimestamp(this.lastStamp, context.currentTime, perfNowMs());
+    const latencyS = stamp.includesLatency ? 0 : outputLatencyS(baseLatency, outputLatency);
     return {
       contextTime: stamp.contextTime,
       performanceTime: stamp.performanceTime + latencyS * 1000,
@@ -165,7 +215,11 @@ export class Player {
     this.contextState = to;
     if (to === 'running' && from !== null && from !== 'running') this.runningSinceS = this.context.currentTime;
     // The audio clock stood still while performance time ran: its old readings no longer hold.
-    if (to !== 'running') this.audioClock.reset();
+    if (to !== 'running') {
+      this.audioClock.reset();
+      this.latencies = null; // a new device may come with it
+      this.lastStamp = undefined;
+    }
     if (realignAfterStateChange(from, to) && (this.start !== null || this.sounding)) {
       this.realigns += 1;
       this.restart();
@@ -197,7 +251,9 @@ export class Player {
     // The browser's report, not the mapping's measured latency: that one moves
     // by microseconds at every reading, and each change of output_latency_us
     // sends a `ready` at once (PROTOCOL.md).
-    return this.context ? outputLatencyS(this.context.baseLatency, this.context.outputLatency) + this.manualLatencyS : null;
+    if (!this.context) return null;
+    const { baseLatency, outputLatency } = this.latencyReport();
+    return outputLatencyS(baseLatency, outputLatency) + this.manualLatencyS;
   }
 
   /** The AudioContext's currentTime (s), or null before the tap. */
