@@ -12,7 +12,6 @@ from aiohttp import WSMsgType, web
 from protocol import encode
 from protocol.errors import CLOSE_INTERNAL_ERROR, FirstMessageTimeout, MalformedMessage, RemoteProtocolError
 from protocol.messages import Error
-from server.hub import Outbox
 
 log = logging.getLogger("unisono.connection")
 
@@ -137,13 +136,3 @@ async def close_for(ws: web.WebSocketResponse, exc: BaseException) -> None:
     else:
         log.error("internal error on a websocket", exc_info=exc)
         await ws.close(code=CLOSE_INTERNAL_ERROR, message=b"internal error")
-
-
-async def drain(outbox: Outbox) -> None:
-    """Send what the outbox holds, in order, until the connection ends."""
-    queue = outbox.queue
-    try:
-        while not outbox.ws.closed:
-            await outbox.send_one(await queue.get())
-    except (ConnectionError, RuntimeError):
-        pass  # the peer went away; the reader side notices and cleans up

@@ -11,7 +11,7 @@ from protocol import MAX_ORGANIZER_MESSAGE, PROTOCOL_VERSION, decode, encode
 from protocol.errors import NotAuthorized, UnexpectedMessage, UnsupportedVersion
 from protocol.messages import ORGANIZER_TO_SERVER, Abort, Announce, Error, Hello, Start
 from server.auth import Gate
-from server.connection import HEARTBEAT_S, TRANSPORT_MAX_FRAME, close_for, drain, frames
+from server.connection import HEARTBEAT_S, TRANSPORT_MAX_FRAME, close_for, frames
 from server.hub import CommandRefused, Hub, Outbox
 from server.security import RateLimited, close_flooder, websocket_admission
 from server.show import InvalidTransition
@@ -36,7 +36,6 @@ async def _serve(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(max_msg_size=TRANSPORT_MAX_FRAME, heartbeat=HEARTBEAT_S)
     await ws.prepare(request)
     outbox: Outbox | None = None
-    writer: asyncio.Task[None] | None = None
     try:
         bucket = rate.bucket(hub.clock.now_ns())
         async for data, received_ns in frames(ws, hub.clock.now_ns):
@@ -48,7 +47,6 @@ async def _serve(request: web.Request) -> web.WebSocketResponse:
                 if not hub.join_url:
                     hub.join_url = f"{request.scheme}://{request.host}/"
                 outbox = Outbox(ws, hub.config.send_queue_limit, request.app[METRICS].count_sent)
-                writer = asyncio.create_task(drain(outbox))
                 outbox.put(encode(hub.overview()))
                 hub.organizers.add(outbox)
                 log.info("organizer connected from %s", request.remote)
@@ -76,8 +74,7 @@ async def _serve(request: web.Request) -> web.WebSocketResponse:
     finally:
         if outbox is not None:
             hub.organizers.discard(outbox)
-        if writer is not None:
-            writer.cancel()
+            outbox.stop()
         if not ws.closed:
             await ws.close()
     return ws

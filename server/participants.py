@@ -20,7 +20,7 @@ from clock.session import DeviceSession
 from protocol import MAX_PARTICIPANT_MESSAGE, PROTOCOL_VERSION, decode, encode
 from protocol.errors import UnexpectedMessage, UnsupportedVersion
 from protocol.messages import PARTICIPANT_TO_SERVER, Estimate, Join, Pong, Ready, Welcome
-from server.connection import HEARTBEAT_S, Arrivals, TRANSPORT_MAX_FRAME, close_for, drain, frames
+from server.connection import HEARTBEAT_S, Arrivals, TRANSPORT_MAX_FRAME, close_for, frames
 from server.hub import Device, Hub, Outbox
 from server.identity import NONCE_BYTES, DeviceIds
 from server.security import RateLimited, close_flooder, websocket_admission
@@ -60,7 +60,6 @@ async def _serve(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(max_msg_size=TRANSPORT_MAX_FRAME, heartbeat=HEARTBEAT_S, compress=False)
     await ws.prepare(request)
     device: Device | None = None
-    writer: asyncio.Task[None] | None = None
     try:
         arrivals = Arrivals(request.transport, hub.clock.now_ns)
         bucket = rate.bucket(hub.clock.now_ns())
@@ -71,7 +70,6 @@ async def _serve(request: web.Request) -> web.WebSocketResponse:
             if device is None:
                 device = _join(hub, request.app[DEVICE_IDS], ws, message, metrics.count_sent)
                 device.early_stamps = arrivals.stamping
-                writer = asyncio.create_task(drain(device.outbox))
             elif isinstance(message, Pong):
                 _receive_pong(hub, device, message, received_ns)
             elif isinstance(message, Ready):
@@ -88,8 +86,7 @@ async def _serve(request: web.Request) -> web.WebSocketResponse:
     finally:
         if device is not None:
             hub.remove_device(device)
-        if writer is not None:
-            writer.cancel()
+            device.outbox.stop()
         if not ws.closed:
             await ws.close()
     return ws
