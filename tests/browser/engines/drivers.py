@@ -279,11 +279,8 @@ class FirefoxPage:
         process = await asyncio.create_subprocess_exec(
             "node", str(HERE / "firefox_driver.mjs"), url,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, start_new_session=True,
-            # No crash reporter: its helper process leaves the group (setsid) and outlives a kill.
-            env={
-                **os.environ, "FIREFOX": FIREFOX, "PULSE_SERVER": pulse.server, "UNISONO_FIREFOX_PROFILE": str(profile),
-                "MOZ_CRASHREPORTER_DISABLE": "1",
-            },
+            # Firefox's crashhelper leaves the group (setsid) but watches Firefox's pid and exits with it.
+            env={**os.environ, "FIREFOX": FIREFOX, "PULSE_SERVER": pulse.server, "UNISONO_FIREFOX_PROFILE": str(profile)},
         )
         assert process.stdout is not None
         browser_pid: int | None = None

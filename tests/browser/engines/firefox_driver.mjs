@@ -35,7 +35,19 @@ const browser = await puppeteer.launch({
   executablePath: process.env.FIREFOX ?? '/usr/bin/firefox-esr',
   headless: true,
   // Autoplay is left at Firefox's default: the page must unlock audio with the click.
-  extraPrefsFirefox: { 'media.autoplay.default': 1 },
+  extraPrefsFirefox: {
+    'media.autoplay.default': 1,
+    // outputLatency (and getOutputTimestamp(), which reads it twice) is a
+    // synchronous call to the audio server made holding the audio graph's lock
+    // whenever no non-zero latency is cached, which with a PulseAudio null sink
+    // is most of the time. With audio remoted to the parent process, one such
+    // call meeting the audio callback deadlocks the page for good (1 run in 4
+    // here; gdb stacks in docs/BROWSERS.md). Fingerprinting protection's
+    // AudioContext target alone (no other target) makes outputLatency a fixed
+    // 25 ms on Linux, answered without the graph: the page keeps running.
+    'privacy.fingerprintingProtection': true,
+    'privacy.fingerprintingProtection.overrides': '-AllTargets,+AudioContext',
+  },
   userDataDir: process.env.UNISONO_FIREFOX_PROFILE || undefined,
 });
 const debug = (text) => {
