@@ -218,3 +218,19 @@ test('dropStamps: without its stamps the clock maps from the render readings plu
   assert.equal(mapping.latencyS, 0.025);
   assert.ok(Math.abs(errorMs(mapping, sim)) < 1.5, mapping);
 });
+
+test('steady: only after RECENT_S of readings with no stall in any half second of them', () => {
+  const sim = engine({ latencyMs: 40 });
+  assert.equal(feed(sim, { seconds: 1.5 }).mapping({}).steady, false, '1.5 s of readings is too short');
+  assert.equal(feed(sim, { seconds: 3 }).mapping({}).steady, true);
+  // A 10 ms stall 1.2 s before the last reading: no longer 'stalled' against the
+  // last 0.5 s only if the recent envelope is past it, but never steady within RECENT_S of it.
+  const clock = new AudioClock();
+  clock.setResolution(0.1);
+  let t = 1100;
+  for (let i = 0; t < 5100; i += 1, t += 20 + 10 * ((i * 0.618) % 1)) {
+    const renderedMs = t < 3900 ? t - 1000 : t < 3910 ? 2900 : t - 1010; // stands still 10 ms at t = 3900
+    clock.addRender(Math.floor(renderedMs / 10) / 100, t + 0.005);
+  }
+  assert.equal(clock.mapping({}).steady, false);
+});

@@ -228,7 +228,7 @@ export class AudioClock {
   /**
    * The mapping to start and measure with, or null before MIN_READINGS render readings:
    * {contextTime, performanceTime, includesLatency: true, source, latencyS,
-   * latencyKnown, residualMs, renderReadings, reason}: contextTime (s) is heard at
+   * latencyKnown, residualMs, renderReadings, stalled, steady, reason}: contextTime (s) is heard at
    * performanceTime (ms), at the latest reading, the latency already in it
    * (schedule.js's outputTimestamp). `baseLatency`/`outputLatency` are the
    * context's reports (s), used only when the output timestamps are not plausible.
@@ -246,6 +246,14 @@ export class AudioClock {
       if (point.c >= c - SHORT_S) short = Math.min(short, offsetMs);
     }
     const stalled = short - recent > STALL_MS;
+    // Steady: RECENT_S of readings, and each SHORT_S slice of them has its
+    // envelope within STALL_MS of the RECENT_S one (no stall anywhere in it).
+    const slices = new Array(Math.round(RECENT_S / SHORT_S)).fill(Infinity);
+    for (const point of this.render) {
+      const slice = Math.floor((c - point.c) / SHORT_S);
+      if (slice < slices.length) slices[slice] = Math.min(slices[slice], point.offsetMs - slopeMsPerS * (point.c - c));
+    }
+    const steady = c - this.render[0].c >= RECENT_S && slices.every((envelope) => envelope - recent <= STALL_MS);
     const intercept = stalled ? short : recent;
     const renderAt = (contextS) => intercept + slopeMsPerS * (contextS - c);
     const renderedMs = c * 1000 + intercept + this.resolutionMs / 2;
@@ -275,6 +283,7 @@ export class AudioClock {
       ratePpm: slopeMsPerS * 1e3,
       renderReadings: this.render.length,
       stalled,
+      steady,
       reason: verdict.reason,
     };
   }

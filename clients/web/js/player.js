@@ -364,11 +364,12 @@ export class Player {
   lateStartAllowed() {
     if (this.context.currentTime - this.runningSinceS < AUDIO_SETTLE_S) return false;
     const clock = this.estimate instanceof ClockEstimate ? this.estimate : new ClockEstimate(this.estimate);
-    // ... and the audio clock steady: a mapping from readings, not just after
-    // a stall (Firefox's clock fell behind in steps for its first seconds on a
-    // busy machine: late starts then came out 12 ms late in tests/browser/engines).
+    // ... and the audio clock steady: 2 s of readings without a stall in them
+    // (audioclock.js's steady). Firefox's clock falls behind in steps for its
+    // first seconds on a busy machine: late starts computed 1.2 s in, just
+    // after no stall, came out 6-12 ms late in tests/browser/engines.
     const mapping = this.audioClock.mapping({});
-    const steady = mapping !== null && !mapping.stalled;
+    const steady = mapping !== null && mapping.steady;
     if (steady && clock.boundAt(deviceNowUs()) <= LATE_START_MAX_BOUND_US) return true;
     if (this.lateWaitSinceMs === null) this.lateWaitSinceMs = perfNowMs();
     return perfNowMs() - this.lateWaitSinceMs >= LATE_START_MAX_WAIT_MS;
