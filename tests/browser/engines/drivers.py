@@ -73,6 +73,19 @@ def need(path: str, how: str) -> None:
         raise RuntimeError(f"{path} not found: {how}")
 
 
+# The audio path (the sound server, WebKit's and Firefox's processes) runs
+# ahead of everything else the test starts, as a phone runs its audio thread
+# at real-time priority: on two shared cores a starved null sink or audio
+# thread stalls the audio clock just before T, which no page could foresee.
+AUDIO_NICE = -10
+
+
+def audio_priority() -> None:
+    """In a child before exec: raise its scheduling priority if allowed (root); otherwise leave it."""
+    with contextlib.suppress(PermissionError):
+        os.nice(AUDIO_NICE)
+
+
 def kill_group(pgid: int) -> None:
     """SIGKILL every process left in process group ``pgid`` (gone already is fine).
 
@@ -120,7 +133,7 @@ class PulseSink:
                     "--load=module-null-sink sink_name=unisono_null",
                     f"--load=module-native-protocol-unix auth-anonymous=1 socket={socket}",
                 ],
-                env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+                env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True, preexec_fn=audio_priority,
             )
         deadline = time.monotonic() + START_TIMEOUT_S
         while not socket.exists():
@@ -207,7 +220,7 @@ class WebKitPage:
         options.add_argument("--automation")
         env = {**os.environ, "DISPLAY": xvfb.display, "PULSE_SERVER": pulse.server}
         # Its own session: MiniBrowser and the web processes it spawns stay in its group (stop()).
-        service = webdriver.WebKitGTKService(executable_path=WEBKIT_DRIVER, env=env, popen_kw={"start_new_session": True})
+        service = webdriver.WebKitGTKService(executable_path=WEBKIT_DRIVER, env=env, popen_kw={"start_new_session": True, "preexec_fn": audio_priority})
         try:
             driver = await asyncio.to_thread(webdriver.WebKitGTK, options=options, service=service)
         except BaseException:
@@ -279,6 +292,7 @@ class FirefoxPage:
         process = await asyncio.create_subprocess_exec(
             "node", str(HERE / "firefox_driver.mjs"), url,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, start_new_session=True,
+            preexec_fn=audio_priority,  # Firefox, spawned by the driver, inherits it
             # Firefox's crashhelper leaves the group (setsid) but watches Firefox's pid and exits with it.
             env={**os.environ, "FIREFOX": FIREFOX, "PULSE_SERVER": pulse.server, "UNISONO_FIREFOX_PROFILE": str(profile)},
         )
