@@ -335,6 +335,7 @@ class RunConfig:
     nodes: int = 1  # server processes; more than one needs redis
     redis: bool = False  # serve --redis against a private redis-server
     pin: bool = False  # the server(s) alone on the last CPU, the clients on the others (--pin)
+    t1_at_arrival: bool = False  # clients read t1 as a frame's bytes arrive (--t1-at-arrival)
 
     @property
     def timeout_s(self) -> float:
@@ -670,7 +671,7 @@ class Run:
                 "url": ws_urls[0], "urls": ws_urls, "first": first, "count": count, "total": config.devices,
                 "join_window_s": config.join_window_s, "ready_interval_s": READY_INTERVAL_S,
                 "k_ns": self.k_ns, "seed": config.seed, "per_source": DEVICES_PER_SOURCE,
-                "compression": config.compression, "run_tag": tag,
+                "compression": config.compression, "run_tag": tag, "t1_at_arrival": config.t1_at_arrival,
             }  # fmt: skip
             assert proc.stdin is not None
             proc.stdin.write((json.dumps(client_config) + "\n").encode())
@@ -916,7 +917,7 @@ async def run_all(args: argparse.Namespace) -> tuple[list[RunResult], RunResult 
         log(f"{label}:")
         config = RunConfig(
             devices, clients, args.steady_s, args.lead_s, args.join_window_s, args.compression,
-            loop=loop, nodes=args.nodes, redis=args.redis or args.nodes > 1, pin=args.pin,
+            loop=loop, nodes=args.nodes, redis=args.redis or args.nodes > 1, pin=args.pin, t1_at_arrival=args.t1_at_arrival,
         )  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="unisono-scale-") as tmp:
             run = Run(config, log)
@@ -957,6 +958,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis", action="store_true", help="run the nodes with serve --redis against a private redis-server (implied by --nodes > 1)")
     parser.add_argument("--pin", action="store_true",
                         help="keep the server(s) alone on the last CPU and the clients on the others, so the load generator cannot take the server's core (needs 2+ CPUs)")
+    parser.add_argument("--t1-at-arrival", action="store_true",
+                        help="the simulated phones read t1 as a ping's bytes arrive, not when their shared loop gets to it (a phone reads its own ping alone)")
     parser.add_argument("--profile", action="store_true", help="py-spy record the server during steady state (py-spy on PATH)")
     parser.add_argument("--rows", type=Path, default=None,
                         help="write each device's row (JSON lines) to PATH-N.jsonl, N the run's device count")  # fmt: skip

@@ -36,6 +36,7 @@ reached it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 import random
@@ -48,6 +49,7 @@ from typing import Any
 import msgpack
 import websockets
 from websockets.asyncio.client import connect
+from websockets.frames import Opcode
 
 from protocol import PROTOCOL_VERSION, encode
 from protocol.messages import Join, Ready
@@ -57,6 +59,26 @@ MAX_OFFSET_US = 5_000_000
 # Frames from the server are small but ``show`` may reach ~512 KiB (PROTOCOL.md 1).
 MAX_FRAME_BYTES = 2**20
 PROGRESS_INTERVAL_S = 1.0
+
+
+def stamp_arrivals(ws: Any, clock: Any) -> collections.deque[int]:
+    """Note ``clock()`` as each data frame is parsed from the bytes that brought it; one entry per message.
+
+    websockets (asyncio) parses frames inside ``data_received`` and hands each
+    to ``process_event``: wrapping that instance's method stamps a frame as
+    its bytes arrive. The server sends whole, unfragmented messages, so one
+    data frame is one message and the stamps pair with ``recv`` in order.
+    """
+    stamps: collections.deque[int] = collections.deque()
+    process_event = ws.process_event
+
+    def stamped(event: Any) -> None:
+        if getattr(event, "opcode", None) in (Opcode.BINARY, Opcode.TEXT):
+            stamps.append(clock())
+        process_event(event)
+
+    ws.process_event = stamped
+    return stamps
 
 
 def raise_nofile_limit() -> tuple[int, int]:
@@ -94,6 +116,11 @@ class ClientConfig:
     compression: str  # "deflate" (what browsers offer) or "none"
     run_tag: str  # makes device ids unique per run
     urls: tuple[str, ...] = ()  # several server nodes: device i connects to urls[i % len(urls)]
+    # Read t1 when a message's frame is parsed out of the bytes that brought it
+    # (as the server stamps t3), not when the device's loop gets to it: a phone
+    # reads its own ping alone, thousands of simulated ones on one core wait
+    # for each other (--t1-at-arrival).
+    t1_at_arrival: bool = False
 
 
 @dataclass
@@ -186,13 +213,15 @@ class Client:
                 open_timeout=120,
                 close_timeout=1,
             ) as ws:
+                arrivals = stamp_arrivals(ws, mono) if config.t1_at_arrival else None
                 device.open_ns = self.now_ns()
                 device_id = f"scale-{config.run_tag}-{device.index:06d}"
                 await ws.send(encode(Join(v=PROTOCOL_VERSION, device_id=device_id, client="bench.scale", lang="en")))
                 device.sent += 1
                 next_ready_ns: int | None = None
                 async for data in ws:
-                    t1_us = (mono() + k_ns + offset_ns) // 1000  # first thing on receipt
+                    received_ns = arrivals.popleft() if arrivals else mono()
+                    t1_us = (received_ns + k_ns + offset_ns) // 1000  # first thing on receipt
                     message = unpackb(data)
                     kind = message["type"]
                     if kind == "ping":

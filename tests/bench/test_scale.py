@@ -126,3 +126,30 @@ def test_two_nodes_on_redis_spread_the_devices_and_all_get_the_start(tmp_path: P
     for part in run["node_results"]:
         assert math.isfinite(part["cpu_pct"]) and math.isfinite(part["lag_p99_ms"]) and math.isfinite(part["schedule_max_ms"])
     assert run["schedule_max_ms"] == max(part["schedule_max_ms"] for part in run["node_results"])
+
+
+async def test_t1_at_arrival_stamps_each_data_frame_once_in_order() -> None:
+    """--t1-at-arrival: one stamp per data message as its frame is parsed, none for control frames."""
+    import itertools
+
+    from websockets.asyncio.client import connect
+    from websockets.asyncio.server import ServerConnection, serve
+
+    from bench.scale_client import stamp_arrivals
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.recv()  # as the server: nothing before the join
+        await ws.ping()  # a control frame: no stamp
+        for k in range(3):
+            await ws.send(bytes([k]))
+        await ws.wait_closed()
+
+    ticks = itertools.count(100)
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}") as ws:
+            stamps = stamp_arrivals(ws, lambda: next(ticks))
+            await ws.send(b"join")
+            received = [await ws.recv() for _ in range(3)]
+    assert received == [b"\x00", b"\x01", b"\x02"]
+    assert list(stamps) == [100, 101, 102]
