@@ -14,17 +14,22 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import websockets
 
 from bench.devices import SimClock, SimDevice
 from bench.scale import clock_k_ns
-from tests.conftest import SMALL_SHOW_TOML, write_tone_wav
+from tests.conftest import SMALL_SHOW_TOML, scaled, write_tone_wav
 from tests.integration.processes import ServerProcess
 
 K_NS = clock_k_ns()
+
+# The ``spawn`` fixture (conftest.py): run a coroutine in the background until the test ends.
+Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
 
 
 def true_now_ns() -> int:
@@ -96,6 +101,14 @@ class Reconnecting:
     async def _count_welcome(self) -> None:
         await self.device.joined.wait()
         self.welcomes += 1
+
+
+async def join_all(spawn: Spawn, runners: list[Reconnecting], timeout_s: float = 10.0) -> list[Reconnecting]:
+    """Run every one of ``runners`` in the background and wait until each device has joined; returns them."""
+    for runner in runners:
+        spawn(runner.run())
+    await asyncio.wait_for(asyncio.gather(*(r.device.joined.wait() for r in runners)), scaled(timeout_s))
+    return runners
 
 
 class Proxy:

@@ -12,8 +12,7 @@ import asyncio
 from pathlib import Path
 
 from tests.conftest import scaled
-from tests.faults.conftest import Spawn
-from tests.faults.helpers import Proxy, Reconnecting, make_server, sim_devices, sync_error_us, true_now_ns
+from tests.faults.helpers import Proxy, Reconnecting, Spawn, join_all, make_server, sim_devices, sync_error_us, true_now_ns
 
 PARTITION_S = 30.0  # the figure
 TRACK_S = 60.0
@@ -26,12 +25,11 @@ async def test_partitioned_phones_stay_in_sync_and_rejoin(tmp_path: Path, spawn:
         await server.start()
         async with Proxy(server.port) as proxy:
             direct, cut = sim_devices(4, seed=1, prefix="direct"), sim_devices(4, seed=2, prefix="cut")
-            runners = [Reconnecting(d, server.ws_url) for d in direct] + [Reconnecting(d, proxy.url) for d in cut]
-            for runner in runners:
-                spawn(runner.run())
             everyone = direct + cut
+            runners = await join_all(
+                spawn, [Reconnecting(d, server.ws_url) for d in direct] + [Reconnecting(d, proxy.url) for d in cut]
+            )
             # A join burst and a few sparse exchanges: an estimate with a rate.
-            await asyncio.wait_for(asyncio.gather(*(d.joined.wait() for d in everyone)), scaled(10))
             await asyncio.sleep(6)
             assert all(d.estimate is not None for d in everyone)
             ids = {d.name: (d.device_id, d.welcome.group) for d in everyone}  # type: ignore[union-attr]

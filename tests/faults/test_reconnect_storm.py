@@ -15,8 +15,7 @@ import websockets
 from protocol import PROTOCOL_VERSION, decode, encode
 from protocol.messages import SERVER_TO_PARTICIPANT, Join, Welcome
 from tests.conftest import scaled
-from tests.faults.conftest import Spawn
-from tests.faults.helpers import Reconnecting, make_server, sim_devices, sync_error_us
+from tests.faults.helpers import Reconnecting, Spawn, join_all, make_server, sim_devices, sync_error_us
 from tests.integration.processes import open_fds
 
 HONEST = 10
@@ -53,10 +52,7 @@ async def test_a_reconnect_storm_leaks_nothing_and_harms_no_one(tmp_path: Path, 
     try:
         assert server.proc is not None
         honest = sim_devices(HONEST, seed=7)
-        runners = [Reconnecting(d, server.ws_url) for d in honest]
-        for runner in runners:
-            spawn(runner.run())
-        await asyncio.wait_for(asyncio.gather(*(d.joined.wait() for d in honest)), scaled(10))
+        runners = await join_all(spawn, [Reconnecting(d, server.ws_url) for d in honest])
         await asyncio.sleep(2)
         fds_before = open_fds(server.proc.pid)
 

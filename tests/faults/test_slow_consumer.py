@@ -19,8 +19,7 @@ import aiohttp
 from protocol import PROTOCOL_VERSION, encode
 from protocol.messages import Join
 from tests.conftest import scaled
-from tests.faults.conftest import Spawn
-from tests.faults.helpers import Reconnecting, make_server, sim_devices, sync_error_us, true_now_ns
+from tests.faults.helpers import Reconnecting, Spawn, join_all, make_server, sim_devices, sync_error_us, true_now_ns
 from tests.integration.processes import rss_bytes
 
 HONEST = 20
@@ -57,10 +56,7 @@ async def test_a_stalled_reader_is_closed_and_the_others_start_on_time(tmp_path:
     try:
         assert server.proc is not None
         honest = sim_devices(HONEST, seed=6)
-        runners = [Reconnecting(d, server.ws_url) for d in honest]
-        for runner in runners:
-            spawn(runner.run())
-        await asyncio.wait_for(asyncio.gather(*(d.joined.wait() for d in honest)), scaled(10))
+        runners = await join_all(spawn, [Reconnecting(d, server.ws_url) for d in honest])
         stalled = stalled_participant(server.port)
         await asyncio.sleep(2)
         assert (await server.get("/api/status"))["devices"] == HONEST + 1

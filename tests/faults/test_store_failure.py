@@ -18,8 +18,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import scaled
-from tests.faults.conftest import Spawn
-from tests.faults.helpers import Reconnecting, make_server, sim_devices, sync_error_us, true_now_ns
+from tests.faults.helpers import Reconnecting, Spawn, join_all, make_server, sim_devices, sync_error_us, true_now_ns
 from tests.integration.processes import REPO_ROOT
 
 TRACK_S = 30.0
@@ -62,10 +61,7 @@ async def test_a_full_disk_refuses_commands_clearly_and_the_show_goes_on(tmp_pat
     await server.start()
     try:
         devices = sim_devices(6, seed=3)
-        runners = [Reconnecting(d, server.ws_url) for d in devices]
-        for runner in runners:
-            spawn(runner.run())
-        await asyncio.wait_for(asyncio.gather(*(d.joined.wait() for d in devices)), scaled(10))
+        runners = await join_all(spawn, [Reconnecting(d, server.ws_url) for d in devices])
         await asyncio.sleep(3)
         started = await server.post("/api/start", {"in_s": 2, "confirm": True})
         start_us = started["start_us"]
@@ -92,8 +88,7 @@ async def test_a_full_disk_refuses_commands_clearly_and_the_show_goes_on(tmp_pat
         assert all(not r.closes for r in runners), [r.closes for r in runners]
         # A phone joining meanwhile is still welcomed (its group kept in memory).
         late = sim_devices(1, seed=4, prefix="late")[0]
-        spawn(Reconnecting(late, server.ws_url).run())
-        await asyncio.wait_for(late.joined.wait(), scaled(5))
+        await join_all(spawn, [Reconnecting(late, server.ws_url)], timeout_s=5)
         log = server.log()
         assert "cannot store the show's state" in log and "disk is full" in log, log[-1500:]
 

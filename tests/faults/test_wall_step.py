@@ -15,8 +15,7 @@ from pathlib import Path
 
 
 from tests.conftest import scaled
-from tests.faults.conftest import Spawn
-from tests.faults.helpers import Reconnecting, make_server, sim_devices, sync_error_us, true_now_ns
+from tests.faults.helpers import Reconnecting, Spawn, join_all, make_server, sim_devices, sync_error_us, true_now_ns
 
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 HOUR_MS = 3_600_000.0
@@ -39,9 +38,7 @@ async def test_a_wall_clock_step_moves_neither_the_start_nor_the_offsets(tmp_pat
     await server.start()
     try:
         devices = sim_devices(4, seed=5)
-        for d in devices:
-            spawn(Reconnecting(d, server.ws_url).run())
-        await asyncio.wait_for(asyncio.gather(*(d.joined.wait() for d in devices)), scaled(10))
+        await join_all(spawn, [Reconnecting(d, server.ws_url) for d in devices])
         await asyncio.sleep(3)
         started = await server.post("/api/start", {"in_s": 5, "confirm": True})
         start_us, epoch = started["start_us"], started["epoch"]
