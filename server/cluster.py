@@ -20,13 +20,13 @@ costs one script call, about 0.1 ms); pub/sub listens with redis.asyncio.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import random
 import socket
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +38,7 @@ from redis.retry import Retry
 from server.fleet import Fleet
 from server.groups import AssignmentStore
 from server.show import ShowSnapshot
-from server.store import Event, StoredShow, StoreError
+from server.store import Event, StoredShow, StoreError, store_errors
 
 if TYPE_CHECKING:
     from server.hub import Hub
@@ -110,13 +110,14 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-@contextmanager
-def _redis(url: str, action: str) -> Iterator[None]:
+def _event_line(event: Event) -> str:
+    """An event as the Redis list keeps it: one JSON object (``recent_events`` reads it back)."""
+    return json.dumps({"at_us": event.at_us, "who": event.who, "action": event.action, "detail": event.detail})
+
+
+def _redis(url: str, action: str) -> contextlib.AbstractContextManager[None]:
     """Turn redis-py's errors while doing ``action`` into a StoreError naming Redis and the cause."""
-    try:
-        yield
-    except redis.RedisError as exc:
-        raise StoreError(f"Redis at {url}: cannot {action}: {exc}") from exc
+    return store_errors(f"Redis at {url}", action, (redis.RedisError,))
 
 
 def node_name(port: int) -> str:
@@ -237,10 +238,9 @@ class RedisStore:
         return _text(stored[b"text"]), int(stored[b"at_us"])
 
     def log_event(self, event: Event) -> None:
-        line = json.dumps({"at_us": event.at_us, "who": event.who, "action": event.action, "detail": event.detail})
         with _redis(self.url, "store an event"):
             pipe = self.db.pipeline()
-            pipe.rpush(self.key("events"), line)
+            pipe.rpush(self.key("events"), _event_line(event))
             pipe.ltrim(self.key("events"), -MAX_EVENTS, -1)
             pipe.execute()
 
@@ -320,10 +320,7 @@ class ClusterLink:
                 store.restore_assign(keys=keys, args=[device.device_id, device.group], client=pipe)
             pipe.execute()
             if store.db.llen(store.key("events")) == 0 and hub.events:
-                lines = [
-                    json.dumps({"at_us": e.at_us, "who": e.who, "action": e.action, "detail": e.detail}) for e in hub.events
-                ]
-                store.db.rpush(store.key("events"), *lines)
+                store.db.rpush(store.key("events"), *(_event_line(e) for e in hub.events))
 
     async def _check_redis(self) -> None:
         """Notice a Redis restart (a new run id) and write back this node's state then."""

@@ -178,11 +178,6 @@ class Outbox:
         self._transport: asyncio.WriteTransport | None = getattr(writer, "transport", None)
         self._write_frame: Callable[[bytes, int, int], None] | None = getattr(writer, "_write_websocket_frame", None)
 
-    @property
-    def backlog(self) -> int:
-        """Frames waiting to be sent."""
-        return len(self._backlog) if self._backlog else 0
-
     def put(self, item: OutItem) -> None:
         if self.overflowed:
             return

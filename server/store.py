@@ -140,7 +140,7 @@ class _SqliteAssignments:
     def put(self, device_id: str, group: str) -> None:
         self._unsaved[device_id] = group
         try:
-            with _writing(self._path, "store a group assignment"):
+            with store_errors(self._path, "store a group assignment"):
                 self._db.executemany(
                     "INSERT INTO assignments (device_id, grp) VALUES (?, ?) "
                     "ON CONFLICT (device_id) DO UPDATE SET grp = excluded.grp",
@@ -163,12 +163,17 @@ class StoreError(RuntimeError):
 
 
 @contextmanager
-def _writing(path: Path, action: str) -> Iterator[None]:
-    """Turn SQLite's and the OS's errors while doing ``action`` into a StoreError naming the file and the cause."""
+def store_errors(
+    where: object, action: str, errors: tuple[type[Exception], ...] = (sqlite3.Error, OSError)
+) -> Iterator[None]:
+    """Turn ``errors`` raised while doing ``action`` into a StoreError naming ``where`` (a file, a Redis) and the cause.
+
+    The default: SQLite's and the OS's errors, for the state file.
+    """
     try:
         yield
-    except (sqlite3.Error, OSError) as exc:
-        raise StoreError(f"{path}: cannot {action}: {exc}") from exc
+    except errors as exc:
+        raise StoreError(f"{where}: cannot {action}: {exc}") from exc
 
 
 class SqliteStore:
@@ -176,7 +181,7 @@ class SqliteStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        with _writing(path, "use the state file"):
+        with store_errors(path, "use the state file"):
             path.parent.mkdir(parents=True, exist_ok=True)
             # Autocommit: each statement is its own transaction, committed when it returns.
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -239,7 +244,7 @@ class SqliteStore:
         return GroupAssigner(groups, weights=weights, store=self.assignments)
 
     def save_announcement(self, text: str, at_us: int) -> None:
-        with _writing(self.path, "store the announcement"):
+        with store_errors(self.path, "store the announcement"):
             self._db.execute(
                 "INSERT INTO kv (key, value) VALUES ('announcement', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (json.dumps({"text": text, "at_us": at_us}),),
@@ -254,7 +259,7 @@ class SqliteStore:
 
     def save_show(self, stored: StoredShow) -> bool:
         snap = stored.snapshot
-        with _writing(self.path, "store the show's state"):
+        with store_errors(self.path, "store the show's state"):
             self._db.execute(
                 "INSERT INTO show_state (id, epoch, state, start_ns, show_key) VALUES (1, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET epoch = excluded.epoch, state = excluded.state, "
@@ -264,7 +269,7 @@ class SqliteStore:
         return True
 
     def log_event(self, event: Event) -> None:
-        with _writing(self.path, "store an event"):
+        with store_errors(self.path, "store an event"):
             self._db.execute(
                 "INSERT INTO events (at_us, who, action, detail) VALUES (?, ?, ?, ?)",
                 (event.at_us, event.who, event.action, event.detail),
