@@ -118,6 +118,11 @@ async def test_start_with_too_few_ready_asks_then_starts_on_confirm(browser: Bro
     locked = await (await browser.new_context()).new_page()
     await locked.goto(show_server.base_url + "/")  # never tapped: its audio stays locked
     organizer = await open_organizer(browser, show_server.base_url, 2)
+    # The premise, as the server sees it: the page's own state turns ready a
+    # moment before its ready report (downloaded, unlocked) reaches the server.
+    async with asyncio.timeout(scaled(10)):
+        while show_server.hub.fleet().funnel.ready < 1:
+            await asyncio.sleep(0.05)
     await start_from_console(organizer, 3, confirm=False)
     dialog = organizer.locator("#confirm-dialog")
     assert await dialog.is_visible()
