@@ -276,6 +276,7 @@ class RunResult:
     wall_s: float = math.nan
     aborted: str | None = None  # why the run stopped early, if it did
     nodes: int = 1
+    t1_source: str = "handling"  # what stamped the devices' t1 (--t1), as the clients report it
     # With several nodes: each node's own figures (its devices, its process); the
     # fields above are then the whole cluster's (CPU and memory summed, lag the worst node's).
     node_results: list[RunResult] = field(default_factory=list)
@@ -335,7 +336,7 @@ class RunConfig:
     nodes: int = 1  # server processes; more than one needs redis
     redis: bool = False  # serve --redis against a private redis-server
     pin: bool = False  # the server(s) alone on the last CPU, the clients on the others (--pin)
-    t1_at_arrival: bool = False  # clients read t1 as a frame's bytes arrive (--t1-at-arrival)
+    t1: str = "handling"  # when the clients read t1: handling, read or kernel (--t1; see scale_client.ClientConfig)
 
     @property
     def timeout_s(self) -> float:
@@ -546,6 +547,7 @@ class Run:
             # 4. reports
             rows = await self._collect_reports()
             device_figures(self.result, rows, command_ns)
+            self.result.t1_source = ",".join(sorted({str(p.get("t1_source", config.t1)) for p in self.progress.values()}))
             if len(nodes) > 1:
                 for k, part in enumerate(parts):
                     mine = [row for row in rows if row["i"] % len(nodes) == k]
@@ -671,7 +673,7 @@ class Run:
                 "url": ws_urls[0], "urls": ws_urls, "first": first, "count": count, "total": config.devices,
                 "join_window_s": config.join_window_s, "ready_interval_s": READY_INTERVAL_S,
                 "k_ns": self.k_ns, "seed": config.seed, "per_source": DEVICES_PER_SOURCE,
-                "compression": config.compression, "run_tag": tag, "t1_at_arrival": config.t1_at_arrival,
+                "compression": config.compression, "run_tag": tag, "t1": config.t1,
             }  # fmt: skip
             assert proc.stdin is not None
             proc.stdin.write((json.dumps(client_config) + "\n").encode())
@@ -861,7 +863,7 @@ def format_notes(results: Sequence[RunResult]) -> str:
             f"storm {_f(r.join_cpu_pct, 0)} %; server waiting for a CPU in steady state {_f(r.cpu_wait_pct, 0)} % of the time; loop lag p99 then {_f(r.join_lag_p99_ms, 1)} ms; lag gauges (last 30 s) "
             f"p50 / p99 {_f(r.lag_gauge_p50_ms, 2)} / {_f(r.lag_gauge_p99_ms, 2)} ms; RSS before the joins "
             f"{_f(r.rss_before_mb, 0)} MB; bound p50 {_f(r.bound_p50_ms, 2)} ms; lead {_f(r.lead_s, 0)} s; "
-            f"scheduled {r.scheduled}/{r.devices}; wall {_f(r.wall_s, 0)} s"
+            f"scheduled {r.scheduled}/{r.devices}; t1 stamped at {r.t1_source}; wall {_f(r.wall_s, 0)} s"
             + (f"; first failure: {r.first_failure}" if r.first_failure else "")
             + (f"; start refused: {r.start_refusal}" if r.start_refusal else "")
             + (f"; ABORTED: {r.aborted}" if r.aborted else "")
@@ -917,7 +919,7 @@ async def run_all(args: argparse.Namespace) -> tuple[list[RunResult], RunResult 
         log(f"{label}:")
         config = RunConfig(
             devices, clients, args.steady_s, args.lead_s, args.join_window_s, args.compression,
-            loop=loop, nodes=args.nodes, redis=args.redis or args.nodes > 1, pin=args.pin, t1_at_arrival=args.t1_at_arrival,
+            loop=loop, nodes=args.nodes, redis=args.redis or args.nodes > 1, pin=args.pin, t1=args.t1,
         )  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="unisono-scale-") as tmp:
             run = Run(config, log)
@@ -958,8 +960,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis", action="store_true", help="run the nodes with serve --redis against a private redis-server (implied by --nodes > 1)")
     parser.add_argument("--pin", action="store_true",
                         help="keep the server(s) alone on the last CPU and the clients on the others, so the load generator cannot take the server's core (needs 2+ CPUs)")
-    parser.add_argument("--t1-at-arrival", action="store_true",
-                        help="the simulated phones read t1 as a ping's bytes arrive, not when their shared loop gets to it (a phone reads its own ping alone)")
+    parser.add_argument("--t1", choices=("handling", "read", "kernel"), default="handling",
+                        help="when the simulated phones read t1: when their shared loop gets to a ping (handling, the default), as its frame is "
+                        "parsed from its bytes (read), or the kernel's receive stamp of those bytes (kernel, as the server stamps t3). A phone "
+                        "reads its own ping alone; thousands sharing a core wait for each other")  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="py-spy record the server during steady state (py-spy on PATH)")
     parser.add_argument("--rows", type=Path, default=None,
                         help="write each device's row (JSON lines) to PATH-N.jsonl, N the run's device count")  # fmt: skip

@@ -37,12 +37,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import json
 import os
 import random
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +55,7 @@ from websockets.frames import Opcode
 
 from protocol import PROTOCOL_VERSION, encode
 from protocol.messages import Join, Ready
+from server.connection import stamp_reads
 
 # Phone clocks are not set to the server's: any offset within +-5 s (as bench.sync).
 MAX_OFFSET_US = 5_000_000
@@ -61,24 +64,33 @@ MAX_FRAME_BYTES = 2**20
 PROGRESS_INTERVAL_S = 1.0
 
 
-def stamp_arrivals(ws: Any, clock: Any) -> collections.deque[int]:
-    """Note ``clock()`` as each data frame is parsed from the bytes that brought it; one entry per message.
+def stamp_arrivals(ws: Any, clock: Callable[[], int], source: str = "read") -> tuple[collections.deque[int], str]:
+    """Note when each data frame arrived, one entry per message; returns the stamps and what stamps them.
 
     websockets (asyncio) parses frames inside ``data_received`` and hands each
-    to ``process_event``: wrapping that instance's method stamps a frame as
-    its bytes arrive. The server sends whole, unfragmented messages, so one
-    data frame is one message and the stamps pair with ``recv`` in order.
+    to ``process_event``: wrapping that instance's method notes a frame as its
+    bytes are parsed (``source="read"``: ``clock()`` then). With
+    ``source="kernel"`` the note is the kernel's receive stamp of the bytes
+    that brought it (``server.connection.stamp_reads``, on ``clock``'s scale),
+    as the server stamps ``t3``; where the kernel gives none, ``"read"``. The
+    server sends whole, unfragmented messages, so one data frame is one
+    message and the stamps pair with ``recv`` in order.
     """
     stamps: collections.deque[int] = collections.deque()
     process_event = ws.process_event
+    latest = [clock()]
+    used = "read"
+    if source == "kernel":
+        used = stamp_reads(ws.transport, clock, functools.partial(latest.__setitem__, 0))
+    kernel = used == "kernel"
 
     def stamped(event: Any) -> None:
         if getattr(event, "opcode", None) in (Opcode.BINARY, Opcode.TEXT):
-            stamps.append(clock())
+            stamps.append(latest[0] if kernel else clock())
         process_event(event)
 
     ws.process_event = stamped
-    return stamps
+    return stamps, "kernel" if kernel else "read"
 
 
 def raise_nofile_limit() -> tuple[int, int]:
@@ -116,11 +128,12 @@ class ClientConfig:
     compression: str  # "deflate" (what browsers offer) or "none"
     run_tag: str  # makes device ids unique per run
     urls: tuple[str, ...] = ()  # several server nodes: device i connects to urls[i % len(urls)]
-    # Read t1 when a message's frame is parsed out of the bytes that brought it
-    # (as the server stamps t3), not when the device's loop gets to it: a phone
-    # reads its own ping alone, thousands of simulated ones on one core wait
-    # for each other (--t1-at-arrival).
-    t1_at_arrival: bool = False
+    # When a device reads t1 (--t1): "handling", when its coroutine gets to the
+    # ping; "read", when the ping's frame is parsed out of the bytes that
+    # brought it; "kernel", the kernel's receive stamp of those bytes (as the
+    # server stamps t3). A phone reads its own ping alone; thousands of
+    # simulated ones sharing a core wait for each other and for the CPU.
+    t1: str = "handling"
 
 
 @dataclass
@@ -179,6 +192,7 @@ class Client:
         ]
         self.tasks: list[asyncio.Task[None]] = []
         self.stopping = False
+        self.t1_source = config.t1  # what stamps t1 in fact ("kernel" falls back to "read" where there is none)
 
     def now_ns(self) -> int:
         return time.monotonic_ns() + self.config.k_ns
@@ -213,7 +227,9 @@ class Client:
                 open_timeout=120,
                 close_timeout=1,
             ) as ws:
-                arrivals = stamp_arrivals(ws, mono) if config.t1_at_arrival else None
+                arrivals = None
+                if config.t1 != "handling":
+                    arrivals, self.t1_source = stamp_arrivals(ws, mono, config.t1)
                 device.open_ns = self.now_ns()
                 device_id = f"scale-{config.run_tag}-{device.index:06d}"
                 await ws.send(encode(Join(v=PROTOCOL_VERSION, device_id=device_id, client="bench.scale", lang="en")))
@@ -293,6 +309,7 @@ class Client:
             "received": sum(sum(d.counts.values()) for d in devices),
             "sent": sum(d.sent for d in devices),
             "first_failure": next((d.failure for d in devices if d.failure is not None), None),
+            "t1_source": self.t1_source,
         }
 
 

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import platform
+import socket
+import struct
+import sys
+import time
+from asyncio import selector_events
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -49,37 +55,139 @@ TRANSPORT_MAX_FRAME = 64 * 1024
 
 
 class Arrivals:
-    """When a connection's latest bytes arrived, stamped as the socket hands them over.
+    """When a connection's latest bytes arrived: the kernel's receive stamp when it gives one.
 
     A frame is handled after everything queued before it on the event loop;
-    under load that is milliseconds after its bytes arrived. The stamp of the
-    latest chunk read (taken before aiohttp parses it) is never earlier than
-    the arrival of any frame still waiting, so it is a valid receive time
-    (``t3``), and much closer than the clock read when the frame is handled.
+    under load that is milliseconds after its bytes arrived, and a busy loop
+    also reads the socket late. The kernel stamps each packet as it comes in
+    (``SO_TIMESTAMPNS``); the stamp of the latest chunk read is never earlier
+    than the arrival of any frame still waiting, so it is a valid receive time
+    (``t3``). ``source`` says what stamps: ``"kernel"``, ``"read"`` (the clock
+    read as the transport hands the bytes over: where the kernel's stamp is not
+    available, e.g. TLS or uvloop) or ``"handling"`` (the caller's clock when
+    it handles the frame).
     """
 
     def __init__(self, transport: asyncio.BaseTransport | None, now_ns: NowFn) -> None:
         self.latest_ns = now_ns()
-        self.stamping = False
+        self.source = "handling"
         if transport is None or transport.is_closing():
             return
-        inner = transport.get_protocol()
-        if isinstance(inner, asyncio.BufferedProtocol) or not isinstance(inner, asyncio.Protocol):
-            return  # stamped on handling instead
-        transport.set_protocol(_Stamping(inner, self, now_ns))
-        self.stamping = True
+        self.source = stamp_reads(transport, now_ns, self._arrived)
+
+    def _arrived(self, stamp_ns: int) -> None:
+        self.latest_ns = stamp_ns
+
+
+def stamp_reads(transport: asyncio.BaseTransport, now_ns: NowFn, arrived: Callable[[int], None]) -> str:
+    """Call ``arrived(stamp_ns)`` for every chunk read from ``transport``, before the protocol sees its bytes.
+
+    Returns ``"kernel"`` when the stamps are the kernel's (Linux, a plain TCP
+    transport of asyncio's own loop), ``"read"`` when they are ``now_ns()``
+    read as the bytes are handed over, ``"handling"`` when neither can be
+    installed (the protocol reads into its own buffer): then nothing is called.
+    """
+    inner = transport.get_protocol()
+    if isinstance(inner, asyncio.BufferedProtocol) or not isinstance(inner, asyncio.Protocol):
+        return "handling"
+    if _read_kernel_stamps(transport, now_ns, arrived):
+        return "kernel"
+    transport.set_protocol(_Stamping(inner, arrived, now_ns))
+    return "read"
+
+
+# struct timespec, as SO_TIMESTAMPNS hands it over.
+_TIMESPEC = struct.Struct("@ll")
+# Python's socket module does not name SO_TIMESTAMPNS; 35 is its number in
+# Linux's asm-generic socket.h (x86, arm, riscv, powerpc, s390), where it
+# carries a 64-bit timespec on 64-bit machines. Elsewhere: no kernel stamps.
+SO_TIMESTAMPNS: int | None = getattr(socket, "SO_TIMESTAMPNS", None)
+if SO_TIMESTAMPNS is None and sys.platform == "linux" and _TIMESPEC.size == 16:
+    if not platform.machine().startswith(("alpha", "parisc", "sparc", "mips")):
+        SO_TIMESTAMPNS = 35
+# A kernel stamp older than this (by the wall clock) when read is not believed:
+# the wall clock stepped between the packet's arrival and its read.
+MAX_STAMP_AGE_NS = 5_000_000_000
+
+
+def _read_kernel_stamps(transport: Any, now_ns: NowFn, arrived: Callable[[int], None]) -> bool:
+    """Replace the transport's read with one that takes the kernel's receive stamp; False where it cannot.
+
+    asyncio's selector transport reads with ``sock.recv`` in its
+    ``_read_ready_cb``; this reads with ``recvmsg`` instead, the same way, and
+    passes the packet's stamp on. The stamp is on the wall clock: its age
+    (wall now - stamp) is taken from the server clock's now, so the server
+    clock never depends on the wall clock's value, only on its rate over
+    milliseconds. Relies on CPython's ``_SelectorSocketTransport`` internals,
+    checked here; anything else keeps the ``read`` stamps.
+    """
+    kind = SO_TIMESTAMPNS
+    sock = getattr(transport, "_sock", None)
+    if (
+        kind is None
+        or type(transport) is not _SELECTOR_TRANSPORT
+        or not isinstance(sock, socket.socket)
+        or not all(hasattr(transport, name) for name in _TRANSPORT_INTERNALS)
+    ):
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, kind, 1)
+    except OSError:
+        return False
+    selector: Any = transport  # its internals, checked above
+    recvmsg, max_size, space = sock.recvmsg, selector.max_size, socket.CMSG_SPACE(_TIMESPEC.size)
+    level, size, unpack = socket.SOL_SOCKET, _TIMESPEC.size, _TIMESPEC.unpack_from
+    wall_ns = time.time_ns
+
+    def read_ready() -> None:
+        if selector._conn_lost:
+            return
+        try:
+            data, ancdata, _flags, _address = recvmsg(max_size, space)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            selector._fatal_error(exc, "Fatal read error on socket transport")
+            return
+        if not data:
+            selector._read_ready__on_eof()
+            return
+        now = now_ns()
+        stamp = now
+        for cmsg_level, cmsg_type, cmsg_data in ancdata:
+            if cmsg_level == level and cmsg_type == kind and len(cmsg_data) >= size:
+                seconds, nanoseconds = unpack(cmsg_data)
+                age = wall_ns() - (seconds * 1_000_000_000 + nanoseconds)
+                if 0 <= age <= MAX_STAMP_AGE_NS:
+                    stamp = now - age
+        arrived(stamp)
+        try:
+            selector._protocol.data_received(data)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            selector._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+
+    selector._read_ready_cb = read_ready
+    return True
+
+
+_SELECTOR_TRANSPORT: type = getattr(selector_events, "_SelectorSocketTransport", type(None))
+_TRANSPORT_INTERNALS = ("_read_ready_cb", "_conn_lost", "_fatal_error", "_read_ready__on_eof", "_protocol", "max_size")
 
 
 class _Stamping(asyncio.Protocol):
     """Stands between the transport and aiohttp's protocol: stamps each chunk, passes everything on."""
 
-    def __init__(self, inner: asyncio.Protocol, arrivals: Arrivals, now_ns: NowFn) -> None:
+    def __init__(self, inner: asyncio.Protocol, arrived: Callable[[int], None], now_ns: NowFn) -> None:
         self.inner = inner
-        self.arrivals = arrivals
+        self.arrived = arrived
         self.now_ns = now_ns
 
     def data_received(self, data: bytes) -> None:
-        self.arrivals.latest_ns = self.now_ns()
+        self.arrived(self.now_ns())
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:

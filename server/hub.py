@@ -272,8 +272,8 @@ class Device:
     visible: bool | None = None
     # The outbox item that stamps and encodes a ping when sent (server/pinger.py sets it).
     ping_now: Callable[[], bytes | None] | None = None
-    # Whether pongs are stamped as their bytes arrive (server/connection.py Arrivals).
-    early_stamps: bool = False
+    # What stamps its pongs' arrival: "kernel", "read" or "handling" (server/connection.py Arrivals).
+    stamp_source: str = "handling"
     # The estimator's fit count and server time of the last estimate sent.
     sent_fits: int = -1
     sent_estimate_ns: int = 0

@@ -69,7 +69,7 @@ async def _serve(request: web.Request) -> web.WebSocketResponse:
             metrics.count_received(message.TYPE)
             if device is None:
                 device = _join(hub, request.app[DEVICE_IDS], ws, message, metrics.count_sent)
-                device.early_stamps = arrivals.stamping
+                device.stamp_source = arrivals.source
             elif isinstance(message, Pong):
                 _receive_pong(hub, device, message, received_ns)
             elif isinstance(message, Ready):

@@ -128,8 +128,9 @@ def test_two_nodes_on_redis_spread_the_devices_and_all_get_the_start(tmp_path: P
     assert run["schedule_max_ms"] == max(part["schedule_max_ms"] for part in run["node_results"])
 
 
-async def test_t1_at_arrival_stamps_each_data_frame_once_in_order() -> None:
-    """--t1-at-arrival: one stamp per data message as its frame is parsed, none for control frames."""
+@pytest.mark.parametrize("source", ["read", "kernel"])
+async def test_t1_stamps_each_data_frame_once_in_order(source: str) -> None:
+    """--t1 read / kernel: one stamp per data message, none for control frames; kernel stamps precede the parse."""
     import itertools
 
     from websockets.asyncio.client import connect
@@ -144,12 +145,19 @@ async def test_t1_at_arrival_stamps_each_data_frame_once_in_order() -> None:
             await ws.send(bytes([k]))
         await ws.wait_closed()
 
-    ticks = itertools.count(100)
+    ticks = itertools.count(10**18, 10**9)  # a clock far ahead of the machine's, 1 s a read
     async with serve(handler, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
         async with connect(f"ws://127.0.0.1:{port}") as ws:
-            stamps = stamp_arrivals(ws, lambda: next(ticks))
+            stamps, used = stamp_arrivals(ws, lambda: next(ticks), source)
             await ws.send(b"join")
             received = [await ws.recv() for _ in range(3)]
     assert received == [b"\x00", b"\x01", b"\x02"]
-    assert list(stamps) == [100, 101, 102]
+    assert used == source
+    if source == "read":
+        assert list(stamps) == [10**18 + k * 10**9 for k in (1, 2, 3)]  # one clock read per data frame
+    else:
+        # Each is the clock read at the bytes' read minus their age by the kernel's stamp: under a second old.
+        assert len(stamps) == 3 and all(10**18 < s < 10**18 + 10 * 10**9 for s in stamps)
+        assert all(s % 10**9 != 0 for s in stamps)  # not a bare clock read
+        assert list(stamps) == sorted(stamps)
