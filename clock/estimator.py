@@ -65,8 +65,6 @@ STEP_CONFIRMATIONS = 3
 # Device clock resolutions recognised from the stamps themselves: Safari and
 # Firefox 1 ms, Chrome 0.1 ms, cross-origin isolated pages 5-20 us.
 KNOWN_RESOLUTIONS_NS = (1_000_000, 100_000, 10_000, 1_000)
-# Stamps needed before the resolution read from them is believed.
-RESOLUTION_EVIDENCE = 8
 # The window is refitted at least this often, even when no sample lies low.
 REFIT_INTERVAL_NS = 30_000_000_000
 # Samples the hard bound is computed from: the lowest-delay and the newest ones.
@@ -259,10 +257,21 @@ class OffsetEstimator:
 
     @property
     def device_resolution_ns(self) -> int:
-        """The device clock's resolution read from its stamps, or the configured default."""
-        if self._stamps_seen >= RESOLUTION_EVIDENCE and self._resolution_candidates:
-            return min(self._resolution_candidates[0], self.config.device_resolution_ns)
-        return self.config.device_resolution_ns
+        """The device clock's resolution read from its stamps, capped by the configured default.
+
+        A clock that floors its readings to a resolution R only ever makes
+        stamps a whole number of R apart, so one stamp off R's grid proves the
+        clock finer than R, and it is believed at once: a phone with a
+        microsecond clock loses the half-millisecond centring meant for a
+        coarse one with its second stamp, not after a burst (in a crowd of
+        15,000 the server's ping budget gives a phone a handful of samples
+        before the start). Stamps still on a coarser grid than the default
+        never raise the resolution above it: that may be chance.
+        """
+        candidates = self._resolution_candidates
+        if self._stamps_seen == 0 or not candidates:
+            return self.config.device_resolution_ns
+        return min(candidates[0], self.config.device_resolution_ns)
 
     def _observe_stamps(self, sample: Sample) -> None:
         for stamp in (sample.t1_device_ns, sample.t2_device_ns):

@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 import pytest
 
 from clock.estimator import (
-    RESOLUTION_EVIDENCE,
     STEP_CONFIRMATIONS,
     ClockEstimate,
     EstimatorConfig,
@@ -445,20 +444,46 @@ def stamps_sample(index: int, unit_ns: int) -> Sample:
 
 
 @pytest.mark.parametrize("unit_ns", [1 * MS, 100 * US, 10 * US, 1 * US])
-def test_resolution_is_read_from_the_stamps_after_enough_evidence(unit_ns: int) -> None:
-    """Stamps all whole units from the first: device_resolution_ns becomes the unit after RESOLUTION_EVIDENCE samples."""
+def test_resolution_is_read_from_the_first_stamps_off_a_coarser_grid(unit_ns: int) -> None:
+    """Stamps whole units apart (the first pair one unit apart): the resolution read is the unit from the first sample on."""
     estimator = OffsetEstimator(EstimatorConfig(device_resolution_ns=1 * MS))
-    for index in range(RESOLUTION_EVIDENCE - 1):
+    assert estimator.device_resolution_ns == 1 * MS  # nothing seen: the configured one
+    for index in range(12):
         estimator.add(stamps_sample(index, unit_ns))
+        assert estimator.device_resolution_ns == unit_ns
+
+
+def test_stamps_on_a_coarse_grid_by_chance_keep_the_configured_resolution_until_one_is_off_it() -> None:
+    """A 10 us clock whose first stamps happen to lie 1 ms apart reads as the configured 1 ms, not finer, until a stamp
+    leaves the 1 ms grid; from then on 10 us, and never coarser again."""
+    estimator = OffsetEstimator(EstimatorConfig(device_resolution_ns=1 * MS))
+    for index in range(3):
+        t1 = 123_456_789 + index * MS
+        sample = make_sample(10 * S + index * S, t1, t1 + 2 * MS, 10 * S + index * S + 10 * MS)
+        assert isinstance(sample, Sample)
+        estimator.add(sample)
         assert estimator.device_resolution_ns == 1 * MS
-    estimator.add(stamps_sample(RESOLUTION_EVIDENCE - 1, unit_ns))
-    assert estimator.device_resolution_ns == unit_ns
+    for index in range(3, 8):
+        estimator.add(stamps_sample(index, 10 * US))
+        assert estimator.device_resolution_ns == 10 * US
+
+
+def test_a_fine_clock_is_centred_right_from_its_second_stamp() -> None:
+    """A 1 us clock, true offset 0, paths 1 ms each way: the very first estimate carries no half-millisecond centring."""
+    estimator = OffsetEstimator(EstimatorConfig(device_resolution_ns=1 * MS))
+    t0 = 10 * S
+    sample = make_sample(t0, t0 + 1 * MS + 17 * US, t0 + 1 * MS + 40 * US, t0 + 2 * MS + 40 * US)
+    assert isinstance(sample, Sample)
+    assert estimator.add(sample) is None
+    estimate = estimator.estimate(t0 + 3 * MS)
+    assert estimate is not None
+    assert abs(estimate.offset_ns) <= 25 * US  # was 500 us with the 1 ms centring of a coarse clock
 
 
 def test_resolution_read_from_the_stamps_is_capped_by_the_config() -> None:
     """1 ms stamps with device_resolution_ns = 0.1 ms configured give 0.1 ms."""
     estimator = OffsetEstimator(EstimatorConfig(device_resolution_ns=100 * US))
-    for index in range(RESOLUTION_EVIDENCE + 2):
+    for index in range(10):
         estimator.add(stamps_sample(index, 1 * MS))
     assert estimator.device_resolution_ns == 100 * US
 
@@ -466,7 +491,7 @@ def test_resolution_read_from_the_stamps_is_capped_by_the_config() -> None:
 def test_unrecognised_stamps_keep_the_configured_resolution() -> None:
     """Stamps 7 ns apart match no known resolution: the configured 1 ms stays."""
     estimator = OffsetEstimator()
-    for index in range(RESOLUTION_EVIDENCE + 2):
+    for index in range(10):
         estimator.add(stamps_sample(index, 7))
     assert estimator.device_resolution_ns == 1 * MS
 
@@ -474,7 +499,7 @@ def test_unrecognised_stamps_keep_the_configured_resolution() -> None:
 def test_one_finer_stamp_lowers_the_resolution_read() -> None:
     """Nine 1 ms stamps then one 0.1 ms off the grid: the resolution read is 0.1 ms."""
     estimator = OffsetEstimator()
-    for index in range(RESOLUTION_EVIDENCE + 1):
+    for index in range(9):
         estimator.add(stamps_sample(index, 1 * MS))
     assert estimator.device_resolution_ns == 1 * MS
     t1 = 123_456_789 + 100 * MS + 100 * US
