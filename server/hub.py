@@ -43,12 +43,16 @@ OVERVIEW_MIN_INTERVAL_NS = 100_000_000
 
 # How long a fleet summary is reused (see Hub.fleet).
 FLEET_CACHE_NS = 250_000_000
-# Large fleets: summarized in slices of this many devices, every FLEET_REFRESH_S
+# Fleets above FLEET_ON_DEMAND devices are summarized in the background, in
+# slices of FLEET_SLICE devices (a slice of 500 held the loop 2-7 ms at 15,000
+# phones, the largest steady-state stall left), every FLEET_REFRESH_S
 # or, for more than FLEET_PER_S devices, every devices / FLEET_PER_S seconds
 # (a pass over 15,000 every second was 9 % of the server's CPU in the scale
 # bench); a summary is used up to FLEET_STALE_NS old, after which a caller
 # summarizes every device in one pass (a stall): well above a pass's period.
-FLEET_SLICE = 500
+FLEET_ON_DEMAND = 500
+FLEET_SLICE = 100
+FLEET_MERGE_EVERY = 10
 FLEET_REFRESH_S = 1.0
 FLEET_PER_S = 5000
 FLEET_STALE_NS = 10_000_000_000
@@ -385,7 +389,7 @@ class Hub:
         cached = self._fleet_cache
         if cached is not None and (cached[1] or not keep_bounds):
             age_ns = now_ns - cached[0]
-            if age_ns < FLEET_CACHE_NS or (len(self.devices) > FLEET_SLICE and age_ns < FLEET_STALE_NS):
+            if age_ns < FLEET_CACHE_NS or (len(self.devices) > FLEET_ON_DEMAND and age_ns < FLEET_STALE_NS):
                 return cached[2]
         fleet = summarize(
             self.devices, now_ns, self.show_spec.groups, self.config.synced_bound_us * 1000, keep_bounds=keep_bounds
@@ -399,13 +403,15 @@ class Hub:
         while True:
             await asyncio.sleep(max(FLEET_REFRESH_S, len(self.devices) / FLEET_PER_S))
             devices = list(self.devices)
-            if len(devices) <= FLEET_SLICE:
+            if len(devices) <= FLEET_ON_DEMAND:
                 continue  # summarized on demand
             parts = []
             for begin in range(0, len(devices), FLEET_SLICE):
                 now_ns = self.clock.now_ns()
                 live = [d for d in devices[begin : begin + FLEET_SLICE] if d in self.devices]
                 parts.append(summarize(live, now_ns, groups, synced_ns, keep_bounds=True))
+                if len(parts) == FLEET_MERGE_EVERY:  # merged as they come: 150 at once were a stall of their own
+                    parts = [merge(parts)]
                 await asyncio.sleep(0)  # let pongs in between slices
             self._fleet_cache = (self.clock.now_ns(), True, merge(parts))
 
