@@ -243,8 +243,9 @@ class OffsetEstimator:
         self._newest_t0: int | None = None
         self._suspects: list[Sample] = []
         self._fit: _Fit | None = None
-        # The candidates as (offset, half delay widened by the worst rate, time): what _hard_bound reads.
-        self._hard_terms: list[tuple[float, float, float]] = []
+        # The candidates as (offset, half delay widened by the worst rate, time): what _hard_bound reads,
+        # flat in one float64 array (24 bytes a candidate, where a tuple of three floats took ~136).
+        self._hard_terms = array("d")
         # The latest estimate made, for cheap upper bounds between samples (see bound_upper_ns).
         self._latest: ClockEstimate | None = None
         self.steps = 0  # clock steps detected (window restarts)
@@ -318,7 +319,7 @@ class OffsetEstimator:
         # clock that stepped keeps disagreeing. They stay out of the window.
         self._suspects.clear()
         self._append(sample)
-        self._hard_terms.append(self._hard_term(sample))
+        self._hard_terms.extend(self._hard_term(sample))
         self._latest = None
         if self._needs_refit(sample):
             self._refit(sample.t3_server_ns)
@@ -361,7 +362,7 @@ class OffsetEstimator:
         """Forget every sample (the device restarted)."""
         self._clear_window()
         self._suspects.clear()
-        self._hard_terms.clear()
+        del self._hard_terms[:]
         self._fit = None
         self._latest = None
 
@@ -414,7 +415,8 @@ class OffsetEstimator:
     def _hard_bound(self, offset: float, now_ns: int) -> float:
         worst = self.config.max_rate_error_ppm * 1e-6
         best = math.inf
-        for sample_offset, half_delay, mid in self._hard_terms:
+        terms = iter(self._hard_terms)
+        for sample_offset, half_delay, mid in zip(terms, terms, terms):
             bound = abs(offset - sample_offset) + half_delay + worst * abs(now_ns - mid)
             if bound < best:
                 best = bound
@@ -440,14 +442,16 @@ class OffsetEstimator:
         self._latest = None
         if not order:
             self._fit = None
-            self._hard_terms = []
+            self._hard_terms = array("d")
             return
         worst = cfg.max_rate_error_ppm * 1e-6
         lowest = sorted(order, key=lambda i: ups_ns[i] + downs_ns[i])[:HARD_CANDIDATES]
         candidates = lowest + [i for i in order[-HARD_CANDIDATES:] if i not in lowest]
-        self._hard_terms = [
-            ((ups_ns[i] - downs_ns[i]) / 2, (ups_ns[i] + downs_ns[i]) / 2 * (1 + worst), mid2s[i] / 2) for i in candidates
-        ]
+        self._hard_terms = array("d", [
+            term
+            for i in candidates
+            for term in ((ups_ns[i] - downs_ns[i]) / 2, (ups_ns[i] + downs_ns[i]) / 2 * (1 + worst), mid2s[i] / 2)
+        ])
         base = order[0]
         base_mid2 = mid2s[base]
         t0 = base_mid2 / 2

@@ -225,6 +225,8 @@ async def _run_timebase(app: web.Application) -> AsyncIterator[None]:
 
 async def _revalidate_by_default(request: web.Request, response: web.StreamResponse) -> None:
     """Static files (the page's modules, css) are revalidated: a release shows at the next load."""
+    if response.status == 101:
+        return  # a websocket upgrade caches nothing; the header would stay in its headers (~0.4 KB a phone)
     response.headers.setdefault("Cache-Control", PAGE_CACHE_CONTROL)
 
 

@@ -49,6 +49,25 @@ def handler_args() -> dict[str, Any]:
     return {"keepalive_timeout": IDLE_CONNECTION_TIMEOUT_S}
 
 
+def shed_http_state(request: web.Request) -> None:
+    """After a websocket upgrade, drop what aiohttp keeps for HTTP requests the connection will never carry.
+
+    The connection's ``RequestHandler`` keeps its HTTP parser (~0.75 KB) and its
+    queue of parsed requests (an empty deque, ~0.75 KB) until the connection
+    closes, although after an accepted upgrade every byte goes to the
+    websocket reader: aiohttp itself drops the parser only in
+    ``connection_lost``. Checked on aiohttp 3.14: after the upgrade the queue
+    is only tested for emptiness and its length, which an empty tuple answers
+    (and an append would fail loudly instead of queueing silently).
+    """
+    protocol = request.protocol
+    if not getattr(protocol, "_upgraded", False) or getattr(protocol, "_payload_parser", None) is None:
+        return  # not an accepted upgrade (or another aiohttp): leave it alone
+    if getattr(protocol, "_messages", None) is not None and not protocol._messages:
+        protocol._messages = ()  # type: ignore[assignment]
+    protocol._parser = None
+
+
 # aiohttp itself refuses frames above this (close 1009, no reason); our codec
 # enforces the much smaller per-endpoint limits with a reason first.
 TRANSPORT_MAX_FRAME = 64 * 1024

@@ -258,7 +258,7 @@ class Outbox:
             self.sending = False
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Device:
     """One connected participant: its sync session, readiness and outbox."""
 

@@ -12,18 +12,19 @@ import math
 import secrets
 from collections.abc import Callable
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from clock.estimator import ClockEstimate
 from clock.sample import Rejection, Sample
 from clock.session import DeviceSession
 from protocol import MAX_PARTICIPANT_MESSAGE, PROTOCOL_VERSION, decode, encode
-from protocol.errors import UnexpectedMessage, UnsupportedVersion
+from protocol.errors import FirstMessageTimeout, MalformedMessage, UnexpectedMessage, UnsupportedVersion
 from protocol.messages import PARTICIPANT_TO_SERVER, Estimate, Join, Pong, Ready, Welcome
-from server.connection import HEARTBEAT_S, Arrivals, TRANSPORT_MAX_FRAME, close_for, frames
+from server import connection
+from server.connection import HEARTBEAT_S, Arrivals, TRANSPORT_MAX_FRAME, close_for, shed_http_state
 from server.hub import Device, Hub, Outbox
 from server.identity import NONCE_BYTES, DeviceIds
-from server.security import RateLimited, close_flooder, websocket_admission
+from server.security import RateLimited, admit_websocket, close_flooder
 from server.showfile import language_of
 
 log = logging.getLogger("unisono.participants")
@@ -42,54 +43,75 @@ def estimate_message(estimate: ClockEstimate) -> Estimate:
 
 
 async def participant_ws(request: web.Request) -> web.WebSocketResponse:
-    """Serve one participant until it leaves (after the origin and connection-cap checks)."""
-    from server.app import LIMITS, ORIGINS
+    """Serve one participant until it leaves (after the origin and connection-cap checks).
 
-    with websocket_admission(request, request.app[LIMITS], request.app[ORIGINS]):
-        return await _serve(request)
+    One coroutine for the whole connection, reading frames itself (as
+    ``connection.frames`` does): a handler, an inner handler, an admission
+    context and an async generator, each alive as long as the phone, cost
+    ~1 KB a connection.
+    """
+    from server.app import DEVICE_IDS, HUB, LIMITS, METRICS, ORIGINS, RATE
 
-
-async def _serve(request: web.Request) -> web.WebSocketResponse:
-    from server.app import DEVICE_IDS, HUB, METRICS, RATE
-
-    hub: Hub = request.app[HUB]
-    metrics = request.app[METRICS]
-    rate = request.app[RATE]
-    # No permessage-deflate: frames of a few dozen bytes gain nothing, and the
-    # per-connection zlib state cost ~150 KB and half the CPU per message.
-    ws = web.WebSocketResponse(max_msg_size=TRANSPORT_MAX_FRAME, heartbeat=HEARTBEAT_S, compress=False)
-    await ws.prepare(request)
-    device: Device | None = None
+    limits = request.app[LIMITS]
+    address = admit_websocket(request, limits, request.app[ORIGINS])
     try:
-        arrivals = Arrivals(request.transport, hub.clock.now_ns)
-        bucket = rate.bucket(hub.clock.now_ns())
-        async for data, received_ns in frames(ws, hub.clock.now_ns, arrivals):
-            rate.check(bucket, received_ns)  # before decoding: a flood costs as little as possible
-            message = decode(data, PARTICIPANT_TO_SERVER, MAX_PARTICIPANT_MESSAGE)
-            metrics.count_received(message.TYPE)
-            if device is None:
-                device = _join(hub, request.app[DEVICE_IDS], ws, message, metrics.count_sent)
-                device.stamp_source = arrivals.source
-            elif isinstance(message, Pong):
-                _receive_pong(hub, device, message, received_ns)
-            elif isinstance(message, Ready):
-                device.receive_ready(message)
-                hub.changed()
-            else:
-                raise UnexpectedMessage(f"expected pong or ready, found a second {message.TYPE}")
-    except asyncio.CancelledError:
-        raise
-    except RateLimited as exc:
-        await close_flooder(ws, request.transport, exc)
-    except Exception as exc:  # every failure ends in a close with a reason, never a crash
-        await close_for(ws, exc)
+        hub: Hub = request.app[HUB]
+        metrics = request.app[METRICS]
+        rate = request.app[RATE]
+        # No permessage-deflate: frames of a few dozen bytes gain nothing, and the
+        # per-connection zlib state cost ~150 KB and half the CPU per message.
+        ws = web.WebSocketResponse(max_msg_size=TRANSPORT_MAX_FRAME, heartbeat=HEARTBEAT_S, compress=False)
+        await ws.prepare(request)
+        shed_http_state(request)
+        transport = request.transport
+        device: Device | None = None
+        try:
+            now_ns = hub.clock.now_ns
+            arrivals = Arrivals(transport, now_ns)
+            stamped = arrivals.source != "handling"
+            bucket = rate.bucket(now_ns())
+            first_timeout_s = connection.FIRST_MESSAGE_TIMEOUT_S
+            try:
+                async with asyncio.timeout(first_timeout_s):
+                    msg = await ws.receive()
+            except TimeoutError:
+                raise FirstMessageTimeout(first_timeout_s) from None
+            while True:
+                # Stamped at arrival (see connection.Arrivals and connection.frames).
+                received_ns = arrivals.latest_ns if stamped else now_ns()
+                if msg.type != WSMsgType.BINARY:
+                    if msg.type == WSMsgType.TEXT:
+                        raise MalformedMessage("text frames are not accepted; send msgpack in binary frames")
+                    break  # CLOSE, CLOSING, CLOSED, ERROR: the connection is over
+                rate.check(bucket, received_ns)  # before decoding: a flood costs as little as possible
+                message = decode(msg.data, PARTICIPANT_TO_SERVER, MAX_PARTICIPANT_MESSAGE)
+                metrics.count_received(message.TYPE)
+                if device is None:
+                    device = _join(hub, request.app[DEVICE_IDS], ws, message, metrics.count_sent)
+                    device.stamp_source = arrivals.source
+                elif isinstance(message, Pong):
+                    _receive_pong(hub, device, message, received_ns)
+                elif isinstance(message, Ready):
+                    device.receive_ready(message)
+                    hub.changed()
+                else:
+                    raise UnexpectedMessage(f"expected pong or ready, found a second {message.TYPE}")
+                msg = await ws.receive()
+        except asyncio.CancelledError:
+            raise
+        except RateLimited as exc:
+            await close_flooder(ws, transport, exc)
+        except Exception as exc:  # every failure ends in a close with a reason, never a crash
+            await close_for(ws, exc)
+        finally:
+            if device is not None:
+                hub.remove_device(device)
+                device.outbox.stop()
+            if not ws.closed:
+                await ws.close()
+        return ws
     finally:
-        if device is not None:
-            hub.remove_device(device)
-            device.outbox.stop()
-        if not ws.closed:
-            await ws.close()
-    return ws
+        limits.release(address)
 
 
 def _join(

@@ -17,6 +17,7 @@ import itertools
 import random
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from protocol import encode
@@ -101,23 +102,24 @@ class PingScheduler:
         self._generation.pop(device, None)
 
     def _ping_maker(self, device: Device) -> Callable[[], bytes | None]:
-        """What the outbox calls right before sending: stamps t0 as late as possible, plans the next."""
+        """What the outbox calls right before sending: stamps t0 as late as possible, plans the next.
+
+        A partial of one method, not a closure per device (a function object and its cells: ~0.2 KB more).
+        """
+        return partial(self._ping_now, device)
+
+    def _ping_now(self, device: Device) -> bytes | None:
         session = device.session
-        clock = self.hub.clock
-
-        def ping_now() -> bytes | None:
-            now = clock.now_ns()
-            due = session.poll(now)
-            if due is not None:
-                seq, t0_ns = due
-                data = encode(Ping(seq=seq, t0_us=t0_ns // 1000))
-            else:
-                data = None
-            if device in self._generation:
-                self.schedule(device, session.next_deadline(now))
-            return data
-
-        return ping_now
+        now = self.hub.clock.now_ns()
+        due = session.poll(now)
+        if due is not None:
+            seq, t0_ns = due
+            data = encode(Ping(seq=seq, t0_us=t0_ns // 1000))
+        else:
+            data = None
+        if device in self._generation:
+            self.schedule(device, session.next_deadline(now))
+        return data
 
     def _send(self, device: Device, generation: int) -> None:
         """Hand ``device``'s ping to its outbox; ping_now (or a pong) plans the next, until then no entry."""

@@ -59,9 +59,10 @@ async def test_service_worker_at_the_root_and_modules_revalidated(server: Runnin
 
 
 async def test_frames_to_an_idle_connection_are_written_at_once(server: RunningServer) -> None:
-    """The hot path's two shortcuts around aiohttp are in use: frames written at once (Outbox._write_now
-    on aiohttp's frame writer) and arrival stamps (connection.Arrivals on the transport). If an aiohttp
-    upgrade broke what they rely on, both would silently fall back to the slow path."""
+    """The hot path's shortcuts around aiohttp are in use: frames written at once (Outbox._write_now
+    on aiohttp's frame writer), arrival stamps (connection.Arrivals on the transport) and the HTTP state
+    let go after the upgrade (connection.shed_http_state). If an aiohttp upgrade broke what they rely on,
+    each would silently fall back to the slow (or larger) path."""
     import asyncio
 
     from bench.devices import SimClock, SimDevice
@@ -76,6 +77,10 @@ async def test_frames_to_an_idle_connection_are_written_at_once(server: RunningS
         assert joined.outbox.direct_writes > 0
         # And pongs are stamped by the kernel as their bytes arrive, not when the handler gets to them.
         assert joined.stamp_source == "kernel"
+        # And aiohttp's HTTP parser and request queue, of no use after the upgrade, were let go
+        # (connection.shed_http_state: ~1.9 KB a phone).
+        protocol = joined.outbox.ws._req.protocol  # type: ignore[union-attr]
+        assert protocol._parser is None and protocol._messages == ()
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -87,6 +87,8 @@ async def test_a_scheduled_show_survives_kill_9(server: ServerProcess, crowd: Ca
     server.kill()
     await server.start()
     await asyncio.gather(*(reconnected([p], last_before[p.name]) for p in participants))
+    # The announcement follows the welcome, show and schedule on the new connection: let it arrive.
+    await asyncio.gather(*(p.wait_for(lambda p: bool(p.current.announcements), scaled(5)) for p in participants))  # type: ignore[union-attr]
     # The restart must not have come after the start: the check below is of the countdown.
     assert server_now_us() < start_us, "the restart took longer than the countdown; nothing left to check"
 
