@@ -277,9 +277,24 @@ class RunResult:
     aborted: str | None = None  # why the run stopped early, if it did
     nodes: int = 1
     t1_source: str = "handling"  # what stamped the devices' t1 (--t1), as the clients report it
+    # The server's own time for its last broadcast (the schedule): from its first
+    # write to its last, from its log; nan if it logged none (a small crowd).
+    server_broadcast_ms: float = math.nan
     # With several nodes: each node's own figures (its devices, its process); the
     # fields above are then the whole cluster's (CPU and memory summed, lag the worst node's).
     node_results: list[RunResult] = field(default_factory=list)
+
+
+_BROADCAST_LOG = re.compile(r"broadcast to (\d+) devices: ([\d.]+) ms")
+
+
+def last_broadcast_ms(log_path: Path) -> float:
+    """How long the server's latest logged broadcast took (ms), or nan."""
+    try:
+        found = _BROADCAST_LOG.findall(log_path.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return math.nan
+    return float(found[-1][1]) if found else math.nan
 
 
 def _pct(values: Sequence[float], q: float) -> float:
@@ -446,6 +461,7 @@ class Run:
         self.nodes: list[Node] = []
         self.procs: list[asyncio.subprocess.Process] = []  # every server started, up or not
         self.server_logs: list[Any] = []
+        self.server_log_paths: list[Path] = []
         self.redis: asyncio.subprocess.Process | None = None
         self.base_url = ""
         self.token = ""
@@ -548,6 +564,9 @@ class Run:
             rows = await self._collect_reports()
             device_figures(self.result, rows, command_ns)
             self.result.t1_source = ",".join(sorted({str(p.get("t1_source", config.t1)) for p in self.progress.values()}))
+            for log_file in self.server_logs:
+                log_file.flush()
+            self.result.server_broadcast_ms = last_broadcast_ms(self.server_log_paths[0])
             if len(nodes) > 1:
                 for k, part in enumerate(parts):
                     mine = [row for row in rows if row["i"] % len(nodes) == k]
@@ -615,6 +634,7 @@ class Run:
             cmd += ["--redis", redis_url]
         log_file = log_path.open("wb")
         self.server_logs.append(log_file)
+        self.server_log_paths.append(log_path)
         proc = await asyncio.create_subprocess_exec(
             *cmd,
             cwd=ROOT,
@@ -863,7 +883,7 @@ def format_notes(results: Sequence[RunResult]) -> str:
             f"storm {_f(r.join_cpu_pct, 0)} %; server waiting for a CPU in steady state {_f(r.cpu_wait_pct, 0)} % of the time; loop lag p99 then {_f(r.join_lag_p99_ms, 1)} ms; lag gauges (last 30 s) "
             f"p50 / p99 {_f(r.lag_gauge_p50_ms, 2)} / {_f(r.lag_gauge_p99_ms, 2)} ms; RSS before the joins "
             f"{_f(r.rss_before_mb, 0)} MB; bound p50 {_f(r.bound_p50_ms, 2)} ms; lead {_f(r.lead_s, 0)} s; "
-            f"scheduled {r.scheduled}/{r.devices}; t1 stamped at {r.t1_source}; wall {_f(r.wall_s, 0)} s"
+            f"scheduled {r.scheduled}/{r.devices}; the server's broadcast of the schedule took {_f(r.server_broadcast_ms, 0)} ms; t1 stamped at {r.t1_source}; wall {_f(r.wall_s, 0)} s"
             + (f"; first failure: {r.first_failure}" if r.first_failure else "")
             + (f"; start refused: {r.start_refusal}" if r.start_refusal else "")
             + (f"; ABORTED: {r.aborted}" if r.aborted else "")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,3 +137,23 @@ async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
     runner, running = await start_server(tmp_path, small_show(tmp_path))
     yield running
     await runner.cleanup()
+
+
+@pytest.fixture(scope="session")
+def kernel_stamps_on() -> Iterator[None]:
+    """Linux turns packet receive stamps on for the whole system when the first socket asks for them, a moment
+    later (a deferred static key): until then packets come unstamped and a reader falls back to its read time.
+    A server that has run a while always has them on; a test that checks kernel stamps turns them on first."""
+    import socket
+    import time
+
+    from server.connection import SO_TIMESTAMPNS
+
+    keeper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        if SO_TIMESTAMPNS is not None:
+            keeper.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            time.sleep(0.2)
+        yield
+    finally:
+        keeper.close()

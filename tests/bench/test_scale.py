@@ -129,7 +129,7 @@ def test_two_nodes_on_redis_spread_the_devices_and_all_get_the_start(tmp_path: P
 
 
 @pytest.mark.parametrize("source", ["read", "kernel"])
-async def test_t1_stamps_each_data_frame_once_in_order(source: str) -> None:
+async def test_t1_stamps_each_data_frame_once_in_order(source: str, kernel_stamps_on: None) -> None:
     """--t1 read / kernel: one stamp per data message, none for control frames; kernel stamps precede the parse."""
     import itertools
 
@@ -161,3 +161,18 @@ async def test_t1_stamps_each_data_frame_once_in_order(source: str) -> None:
         assert len(stamps) == 3 and all(10**18 < s < 10**18 + 10 * 10**9 for s in stamps)
         assert all(s % 10**9 != 0 for s in stamps)  # not a bare clock read
         assert list(stamps) == sorted(stamps)
+
+
+def test_the_servers_last_broadcast_is_read_from_its_log(tmp_path: Path) -> None:
+    from bench.scale import last_broadcast_ms
+
+    log = tmp_path / "server.log"
+    assert math.isnan(last_broadcast_ms(log))  # no log at all
+    log.write_text("show is scheduled\n", encoding="utf-8")
+    assert math.isnan(last_broadcast_ms(log))
+    log.write_text(
+        '{"msg": "broadcast to 2000 devices: 90 ms, 50 ms of it writing"}\n'
+        '{"msg": "urgent broadcast to 15000 devices: 452 ms"}\n',
+        encoding="utf-8",
+    )
+    assert last_broadcast_ms(log) == 452.0
