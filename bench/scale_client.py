@@ -62,6 +62,11 @@ MAX_OFFSET_US = 5_000_000
 # Frames from the server are small but ``show`` may reach ~512 KiB (PROTOCOL.md 1).
 MAX_FRAME_BYTES = 2**20
 PROGRESS_INTERVAL_S = 1.0
+# With --t1 kernel, a device reads at most this many bytes at a time: a frame's
+# stamp is that of the last packet in the read that completes it, and thousands
+# of devices on one core read late, when later packets (the next ping) may have
+# come too. Most frames from the server are 20-60 bytes.
+KERNEL_READ_SIZE = 64
 
 
 def stamp_arrivals(ws: Any, clock: Callable[[], int], source: str = "read") -> tuple[collections.deque[int], str]:
@@ -81,19 +86,7 @@ def stamp_arrivals(ws: Any, clock: Callable[[], int], source: str = "read") -> t
     latest = [clock()]
     used = "read"
     if source == "kernel":
-        # A read's kernel stamp is that of the last packet it reached, and
-        # thousands of devices on one core read late, when later packets (the
-        # next ping) may have come too: each read ends where a frame does.
-        frames = FrameEnds()
-        protocol = ws.transport.get_protocol()
-        data_received = protocol.data_received
-
-        def fed(data: bytes) -> None:
-            frames.feed(data)
-            data_received(data)
-
-        protocol.data_received = fed
-        used = stamp_reads(ws.transport, clock, functools.partial(latest.__setitem__, 0), frames.next_size)
+        used = stamp_reads(ws.transport, clock, functools.partial(latest.__setitem__, 0), KERNEL_READ_SIZE)
     kernel = used == "kernel"
 
     def stamped(event: Any) -> None:
@@ -103,47 +96,6 @@ def stamp_arrivals(ws: Any, clock: Callable[[], int], source: str = "read") -> t
 
     ws.process_event = stamped
     return stamps, "kernel" if kernel else "read"
-
-
-class FrameEnds:
-    """Where the websocket frames in a byte stream from a server end: how much to read to reach the next boundary.
-
-    Fed every chunk read, in order; ``next_size`` is the rest of the current
-    frame's header, else of its payload. Reading exactly that much, each read
-    holds bytes of one frame only (and so of the packet that brought it).
-    """
-
-    def __init__(self) -> None:
-        self._header = bytearray()
-        self._header_len = 2
-        self._payload_left = 0
-
-    def next_size(self) -> int:
-        if self._payload_left:
-            return min(self._payload_left, MAX_FRAME_BYTES)
-        return self._header_len - len(self._header)
-
-    def feed(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            if self._payload_left:
-                taken = min(self._payload_left, len(view))
-                self._payload_left -= taken
-                view = view[taken:]
-                continue
-            taken = min(self._header_len - len(self._header), len(view))
-            self._header += view[:taken]
-            view = view[taken:]
-            if len(self._header) == 2:
-                short = self._header[1] & 0x7F
-                mask = 4 if self._header[1] & 0x80 else 0
-                self._header_len = 2 + {126: 2, 127: 8}.get(short, 0) + mask
-            if len(self._header) == self._header_len:
-                short = self._header[1] & 0x7F
-                extended = self._header[2 : 2 + {126: 2, 127: 8}.get(short, 0)]
-                self._payload_left = int.from_bytes(extended, "big") if extended else short
-                self._header.clear()
-                self._header_len = 2
 
 
 def raise_nofile_limit() -> tuple[int, int]:

@@ -99,15 +99,16 @@ class Arrivals:
 
 
 def stamp_reads(
-    transport: asyncio.BaseTransport, now_ns: NowFn, arrived: Callable[[int], None], read_size: Callable[[], int] | None = None
+    transport: asyncio.BaseTransport, now_ns: NowFn, arrived: Callable[[int], None], read_size: int | None = None
 ) -> str:
     """Call ``arrived(stamp_ns)`` for every chunk read from ``transport``, before the protocol sees its bytes.
 
     A chunk's kernel stamp is that of the last packet read into it: a reader
     that comes late gets later packets in the same read and their stamp.
-    ``read_size`` (kernel stamps only) says how many bytes to read next, so
-    that a read ends where a frame does (the benchmark's phones, which read
-    late by design; the server reads whole buffers).
+    ``read_size`` (kernel stamps only) reads at most that many bytes at a time,
+    so that a read rarely reaches past the packet of the frame it completes
+    (the benchmark's phones, which read late by design; the server reads
+    whole buffers).
 
     Returns ``"kernel"`` when the stamps are the kernel's (Linux, a plain TCP
     transport of asyncio's own loop), ``"read"`` when they are ``now_ns()``
@@ -137,9 +138,7 @@ if SO_TIMESTAMPNS is None and sys.platform == "linux" and _TIMESPEC.size == 16:
 MAX_STAMP_AGE_NS = 5_000_000_000
 
 
-def _read_kernel_stamps(
-    transport: Any, now_ns: NowFn, arrived: Callable[[int], None], read_size: Callable[[], int] | None = None
-) -> bool:
+def _read_kernel_stamps(transport: Any, now_ns: NowFn, arrived: Callable[[int], None], read_size: int | None = None) -> bool:
     """Replace the transport's read with one that takes the kernel's receive stamp; False where it cannot.
 
     asyncio's selector transport reads with ``sock.recv`` in its
@@ -164,7 +163,7 @@ def _read_kernel_stamps(
     except OSError:
         return False
     selector: Any = transport  # its internals, checked above
-    recvmsg, max_size, space = sock.recvmsg, selector.max_size, socket.CMSG_SPACE(_TIMESPEC.size)
+    recvmsg, max_size, space = sock.recvmsg, read_size or selector.max_size, socket.CMSG_SPACE(_TIMESPEC.size)
     level, size, unpack = socket.SOL_SOCKET, _TIMESPEC.size, _TIMESPEC.unpack_from
     wall_ns = time.time_ns
 
@@ -172,7 +171,7 @@ def _read_kernel_stamps(
         if selector._conn_lost:
             return
         try:
-            data, ancdata, _flags, _address = recvmsg(max_size if read_size is None else read_size(), space)
+            data, ancdata, _flags, _address = recvmsg(max_size, space)
         except (BlockingIOError, InterruptedError):
             return
         except (SystemExit, KeyboardInterrupt):

@@ -176,37 +176,3 @@ def test_the_servers_last_broadcast_is_read_from_its_log(tmp_path: Path) -> None
         encoding="utf-8",
     )
     assert last_broadcast_ms(log) == 452.0
-
-
-def test_frame_ends_make_every_read_end_within_one_frame() -> None:
-    """--t1 kernel reads exactly to the next frame boundary: no read holds bytes of two frames."""
-    from bench.scale_client import FrameEnds
-
-    def frame(payload: bytes) -> bytes:
-        n = len(payload)
-        if n < 126:
-            return bytes([0x82, n]) + payload
-        if n < 65536:
-            return bytes([0x82, 126]) + n.to_bytes(2, "big") + payload
-        return bytes([0x82, 127]) + n.to_bytes(8, "big") + payload
-
-    payloads = [b"p" * 30, b"", b"s" * 200, b"x" * 70_000, b"e" * 125, b"q" * 126]
-    stream, spans, at = b"", [], 0
-    for payload in payloads:
-        data = frame(payload)
-        spans.append((at, at + len(data)))
-        stream += data
-        at += len(data)
-    ends = FrameEnds()
-    position, reads = 0, []
-    while position < len(stream):
-        size = ends.next_size()
-        assert size > 0
-        chunk = stream[position : position + size]
-        ends.feed(chunk)
-        reads.append((position, position + len(chunk)))
-        position += len(chunk)
-    for start, end in reads:
-        assert any(s <= start and end <= e for s, e in spans), (start, end)
-    assert {end for _, end in reads} >= {e for _, e in spans}  # each frame's last byte ends a read
-    assert ends.next_size() == 2  # ready for the next header
