@@ -62,11 +62,6 @@ MAX_OFFSET_US = 5_000_000
 # Frames from the server are small but ``show`` may reach ~512 KiB (PROTOCOL.md 1).
 MAX_FRAME_BYTES = 2**20
 PROGRESS_INTERVAL_S = 1.0
-# With --t1 kernel, a device reads at most this many bytes at a time: a frame's
-# stamp is that of the last packet in the read that completes it, and thousands
-# of devices on one core read late, when later packets (the next ping) may have
-# come too. Most frames from the server are 20-60 bytes.
-KERNEL_READ_SIZE = 64
 
 
 def stamp_arrivals(ws: Any, clock: Callable[[], int], source: str = "read") -> tuple[collections.deque[int], str]:
@@ -86,7 +81,7 @@ def stamp_arrivals(ws: Any, clock: Callable[[], int], source: str = "read") -> t
     latest = [clock()]
     used = "read"
     if source == "kernel":
-        used = stamp_reads(ws.transport, clock, functools.partial(latest.__setitem__, 0), KERNEL_READ_SIZE)
+        used = stamp_reads(ws.transport, clock, functools.partial(latest.__setitem__, 0))
     kernel = used == "kernel"
 
     def stamped(event: Any) -> None:

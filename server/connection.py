@@ -98,17 +98,12 @@ class Arrivals:
         self.latest_ns = stamp_ns
 
 
-def stamp_reads(
-    transport: asyncio.BaseTransport, now_ns: NowFn, arrived: Callable[[int], None], read_size: int | None = None
-) -> str:
+def stamp_reads(transport: asyncio.BaseTransport, now_ns: NowFn, arrived: Callable[[int], None]) -> str:
     """Call ``arrived(stamp_ns)`` for every chunk read from ``transport``, before the protocol sees its bytes.
 
-    A chunk's kernel stamp is that of the last packet read into it: a reader
-    that comes late gets later packets in the same read and their stamp.
-    ``read_size`` (kernel stamps only) reads at most that many bytes at a time,
-    so that a read rarely reaches past the packet of the frame it completes
-    (the benchmark's phones, which read late by design; the server reads
-    whole buffers).
+    A chunk's kernel stamp is that of the newest packet in it: a reader that
+    comes late finds later packets with its frame, in the same read or merged
+    into the same buffer by TCP, and gets their stamp, never an earlier one.
 
     Returns ``"kernel"`` when the stamps are the kernel's (Linux, a plain TCP
     transport of asyncio's own loop), ``"read"`` when they are ``now_ns()``
@@ -118,7 +113,7 @@ def stamp_reads(
     inner = transport.get_protocol()
     if isinstance(inner, asyncio.BufferedProtocol) or not isinstance(inner, asyncio.Protocol):
         return "handling"
-    if _read_kernel_stamps(transport, now_ns, arrived, read_size):
+    if _read_kernel_stamps(transport, now_ns, arrived):
         return "kernel"
     transport.set_protocol(_Stamping(inner, arrived, now_ns))
     return "read"
@@ -138,7 +133,7 @@ if SO_TIMESTAMPNS is None and sys.platform == "linux" and _TIMESPEC.size == 16:
 MAX_STAMP_AGE_NS = 5_000_000_000
 
 
-def _read_kernel_stamps(transport: Any, now_ns: NowFn, arrived: Callable[[int], None], read_size: int | None = None) -> bool:
+def _read_kernel_stamps(transport: Any, now_ns: NowFn, arrived: Callable[[int], None]) -> bool:
     """Replace the transport's read with one that takes the kernel's receive stamp; False where it cannot.
 
     asyncio's selector transport reads with ``sock.recv`` in its
@@ -163,7 +158,7 @@ def _read_kernel_stamps(transport: Any, now_ns: NowFn, arrived: Callable[[int], 
     except OSError:
         return False
     selector: Any = transport  # its internals, checked above
-    recvmsg, max_size, space = sock.recvmsg, read_size or selector.max_size, socket.CMSG_SPACE(_TIMESPEC.size)
+    recvmsg, max_size, space = sock.recvmsg, selector.max_size, socket.CMSG_SPACE(_TIMESPEC.size)
     level, size, unpack = socket.SOL_SOCKET, _TIMESPEC.size, _TIMESPEC.unpack_from
     wall_ns = time.time_ns
 
