@@ -34,9 +34,11 @@ EMPTY = 2**63
 # join storm thousands come due at once).
 MAX_PER_PASS = 200
 # Pings sent in one pass: each is a socket write (on loopback 30-40 us, the
-# receiver's work included), and a pass that spent a full bucket of routine
-# pings at once held the loop 20-30 ms at 15,000 phones.
-MAX_SENDS_PER_PASS = 48
+# receiver's work included), and its pong comes back with the others of the
+# pass, to be handled in one turn of the loop. A pass that spent a full bucket
+# of routine pings at once held the loop 20-30 ms at 15,000 phones; 48 a pass
+# left a steady loop lag p99 of 5.1 ms, 16 a pass 3.4-3.8 ms (bench/RESULTS.md).
+MAX_SENDS_PER_PASS = 16
 
 # The share of the ping budget routine pings are planned to use; the rest is
 # left to joiners and devices whose bound is above target.
