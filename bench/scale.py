@@ -267,6 +267,10 @@ class RunResult:
     schedule_p50_ms: float = math.nan
     schedule_p99_ms: float = math.nan
     schedule_max_ms: float = math.nan  # "schedule at the last device"
+    # --t1 kernel: the last device among those whose schedule stamp is exact, and
+    # how many devices' stamps are upper bounds only (read with a later frame).
+    schedule_exact_max_ms: float = math.nan
+    schedule_bounded: int = 0
     sync_devices: int = 0
     sync_p50_ms: float = math.nan  # |estimate - true offset| when the schedule arrived
     sync_p99_ms: float = math.nan
@@ -324,6 +328,12 @@ def device_figures(result: RunResult, rows: Sequence[dict[str, Any]], command_ns
             result.schedule_p99_ms = _pct(delays, 99)
             # The last device: a device that never got it makes this infinite.
             result.schedule_max_ms = max(delays) if len(delays) == len(rows) else math.inf
+        # With kernel stamps: the last device whose stamp is its schedule's own
+        # packet's, and how many stamps are only upper bounds (a later frame came
+        # in the same read: see scale_client.stamp_arrivals).
+        exact = [(r["start_ns"] - command_ns) / 1e6 for r in rows if r["start_ns"] is not None and r.get("start_exact")]
+        result.schedule_bounded = sum(1 for r in rows if r["start_ns"] is not None and r.get("start_exact") is False)
+        result.schedule_exact_max_ms = max(exact) if exact else math.nan
     synced = [r for r in rows if r["error_us"] is not None]
     result.sync_devices = len(synced)
     errors = [abs(r["error_us"]) / 1000 for r in synced]
@@ -883,7 +893,8 @@ def format_notes(results: Sequence[RunResult]) -> str:
             f"storm {_f(r.join_cpu_pct, 0)} %; server waiting for a CPU in steady state {_f(r.cpu_wait_pct, 0)} % of the time; loop lag p99 then {_f(r.join_lag_p99_ms, 1)} ms; lag gauges (last 30 s) "
             f"p50 / p99 {_f(r.lag_gauge_p50_ms, 2)} / {_f(r.lag_gauge_p99_ms, 2)} ms; RSS before the joins "
             f"{_f(r.rss_before_mb, 0)} MB; bound p50 {_f(r.bound_p50_ms, 2)} ms; lead {_f(r.lead_s, 0)} s; "
-            f"scheduled {r.scheduled}/{r.devices}; the server's broadcast of the schedule took {_f(r.server_broadcast_ms, 0)} ms; t1 stamped at {r.t1_source}; wall {_f(r.wall_s, 0)} s"
+            f"scheduled {r.scheduled}/{r.devices}; the server's broadcast of the schedule took {_f(r.server_broadcast_ms, 0)} ms; "
+            f"schedule at the last device whose stamp is exact {_f(r.schedule_exact_max_ms, 0)} ms ({r.schedule_bounded} stamps only upper bounds); t1 stamped at {r.t1_source}; wall {_f(r.wall_s, 0)} s"
             + (f"; first failure: {r.first_failure}" if r.first_failure else "")
             + (f"; start refused: {r.start_refusal}" if r.start_refusal else "")
             + (f"; ABORTED: {r.aborted}" if r.aborted else "")

@@ -64,7 +64,7 @@ MAX_FRAME_BYTES = 2**20
 PROGRESS_INTERVAL_S = 1.0
 
 
-def stamp_arrivals(ws: Any, clock: Callable[[], int], source: str = "read") -> tuple[collections.deque[int], str]:
+def stamp_arrivals(ws: Any, clock: Callable[[], int], source: str = "read") -> tuple[collections.deque[tuple[int, int]], str]:
     """Note when each data frame arrived, one entry per message; returns the stamps and what stamps them.
 
     websockets (asyncio) parses frames inside ``data_received`` and hands each
@@ -75,18 +75,29 @@ def stamp_arrivals(ws: Any, clock: Callable[[], int], source: str = "read") -> t
     as the server stamps ``t3``; where the kernel gives none, ``"read"``. The
     server sends whole, unfragmented messages, so one data frame is one
     message and the stamps pair with ``recv`` in order.
+
+    Each entry is ``(stamp, chunk)``: the number of the read that brought the
+    frame (0 unless ``kernel``). A kernel stamp is the newest packet's in the
+    read (TCP also merges packets waiting in one buffer, keeping the newest
+    stamp), so it is the frame's own arrival only when no later frame came in
+    the same read; else an upper bound.
     """
-    stamps: collections.deque[int] = collections.deque()
+    stamps: collections.deque[tuple[int, int]] = collections.deque()
     process_event = ws.process_event
-    latest = [clock()]
+    latest = [clock(), 0]  # the latest read's stamp and number
+
+    def arrived(stamp_ns: int) -> None:
+        latest[0] = stamp_ns
+        latest[1] += 1
+
     used = "read"
     if source == "kernel":
-        used = stamp_reads(ws.transport, clock, functools.partial(latest.__setitem__, 0))
+        used = stamp_reads(ws.transport, clock, arrived)
     kernel = used == "kernel"
 
     def stamped(event: Any) -> None:
         if getattr(event, "opcode", None) in (Opcode.BINARY, Opcode.TEXT):
-            stamps.append(latest[0] if kernel else clock())
+            stamps.append((latest[0], latest[1]) if kernel else (clock(), 0))
         process_event(event)
 
     ws.process_event = stamped
@@ -151,6 +162,10 @@ class DeviceRecord:
     start_epoch: int | None = None  # epoch of the first schedule that holds a start_us
     start_ns: int | None = None  # receipt of that schedule
     start_us: int | None = None
+    # Whether start_ns is the schedule's own packet's kernel stamp (True) or an
+    # upper bound, a later frame having come in the same read (False); None
+    # without kernel stamps.
+    start_exact: bool | None = None
     error_us: float | None = None  # estimate's offset at receipt - true offset
     bound_us: float | None = None  # the estimate's bound at receipt
     failure: str | None = None
@@ -167,6 +182,7 @@ class DeviceRecord:
             "counts": self.counts,
             "start_ns": self.start_ns,
             "start_us": self.start_us,
+            "start_exact": self.start_exact,
             "error_us": self.error_us,
             "bound_us": self.bound_us,
             "last_error_us": self.estimate_error_us(),
@@ -236,7 +252,13 @@ class Client:
                 device.sent += 1
                 next_ready_ns: int | None = None
                 async for data in ws:
-                    received_ns = arrivals.popleft() if arrivals else mono()
+                    exact: bool | None = None
+                    if arrivals:
+                        received_ns, chunk = arrivals.popleft()
+                        if self.t1_source == "kernel":  # no later frame in the same read: its own packet's stamp
+                            exact = not (arrivals and arrivals[0][1] == chunk)
+                    else:
+                        received_ns = mono()
                     t1_us = (received_ns + k_ns + offset_ns) // 1000  # first thing on receipt
                     message = unpackb(data)
                     kind = message["type"]
@@ -260,7 +282,7 @@ class Client:
                     if kind == "estimate":
                         device.estimate = message
                     elif kind == "schedule":
-                        self.receive_schedule(device, message, now_ns, t1_us)
+                        self.receive_schedule(device, message, now_ns, t1_us, exact)
                     if kind == "welcome":
                         next_ready_ns = now_ns  # the first ready right after welcome
                     if next_ready_ns is not None and now_ns >= next_ready_ns:
@@ -275,12 +297,15 @@ class Client:
             if not self.stopping:
                 device.failure = f"{type(exc).__name__}: {str(exc)[:120]}"
 
-    def receive_schedule(self, device: DeviceRecord, message: dict[str, Any], now_ns: int, device_us: int) -> None:
+    def receive_schedule(
+        self, device: DeviceRecord, message: dict[str, Any], now_ns: int, device_us: int, exact: bool | None = None
+    ) -> None:
         """Note the first schedule that holds a start, and how far off the estimate held then was."""
         if message.get("start_us") is None or device.start_ns is not None:
             return
         device.start_epoch = message["epoch"]
         device.start_ns = now_ns
+        device.start_exact = exact
         device.start_us = message["start_us"]
         est = device.estimate
         if est is not None:

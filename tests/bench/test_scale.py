@@ -155,12 +155,15 @@ async def test_t1_stamps_each_data_frame_once_in_order(source: str, kernel_stamp
     assert received == [b"\x00", b"\x01", b"\x02"]
     assert used == source
     if source == "read":
-        assert list(stamps) == [10**18 + k * 10**9 for k in (1, 2, 3)]  # one clock read per data frame
+        assert list(stamps) == [(10**18 + k * 10**9, 0) for k in (1, 2, 3)]  # one clock read per data frame
     else:
         # Each is the clock read at the bytes' read minus their age by the kernel's stamp: under a second old.
-        assert len(stamps) == 3 and all(10**18 < s < 10**18 + 10 * 10**9 for s in stamps)
-        assert all(s % 10**9 != 0 for s in stamps)  # not a bare clock read
-        assert list(stamps) == sorted(stamps)
+        times = [t for t, _ in stamps]
+        assert len(times) == 3 and all(10**18 < t < 10**18 + 10 * 10**9 for t in times)
+        assert all(t % 10**9 != 0 for t in times)  # not a bare clock read
+        assert times == sorted(times)
+        reads = [chunk for _, chunk in stamps]
+        assert reads == sorted(reads) and reads[0] >= 1  # numbered by the read that brought them
 
 
 def test_the_servers_last_broadcast_is_read_from_its_log(tmp_path: Path) -> None:
@@ -176,3 +179,16 @@ def test_the_servers_last_broadcast_is_read_from_its_log(tmp_path: Path) -> None
         encoding="utf-8",
     )
     assert last_broadcast_ms(log) == 452.0
+
+
+def test_the_last_schedule_counts_only_exact_kernel_stamps_and_the_rest_are_counted_as_bounds() -> None:
+    """--t1 kernel: a schedule read together with a later frame has only an upper-bound stamp; the exact last
+    device is the latest among the others."""
+    rows = [row(0, 0, 10, 1_200, 1.0), row(1, 0, 10, 1_900, 1.0), row(2, 0, 10, 1_300, 1.0), row(3, 0, 10, 1_250, 1.0)]
+    for r, exact in zip(rows, [True, False, True, None]):
+        r["start_exact"] = exact
+    result = RunResult(4, 1, "none")
+    device_figures(result, rows, command_ns=1_000_000_000)
+    assert result.schedule_max_ms == pytest.approx(900.0)
+    assert result.schedule_exact_max_ms == pytest.approx(300.0)
+    assert result.schedule_bounded == 1
