@@ -131,7 +131,8 @@ def make_app(config: ServerConfig, show: ShowSpec, token: str | None = None, sto
     loop_lag = LoopLagMonitor()
     hub.loop_lag_ms = loop_lag.p99_ms
     metrics = app[METRICS] = Metrics(
-        fleet=lambda: hub.fleet(keep_bounds=True), show_state=lambda: hub.show.state, loop_lag=loop_lag
+        # This node's own devices: Prometheus scrapes every node and adds them up (the console shows the cluster).
+        fleet=lambda: hub.local_fleet(keep_bounds=True), show_state=lambda: hub.show.state, loop_lag=loop_lag
     )
     tracks = {path.name: path for path in show.tracks.values()}
     tracks.update(segment_files(show.tracks.values()))  # a prepared track's manifest names its segments

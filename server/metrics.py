@@ -6,9 +6,13 @@ process-wide one: tests build many apps in one process). The fleet summary
 devices and nothing is kept between scrapes but the message counters and the
 loop-lag histogram.
 
-The loop lag is how late a timer fires on the server's event loop: every
-ping's t0 and every pong's t3 is stamped by code that waits its turn on that
-loop, so lag here is error the clock estimates cannot see.
+In a cluster each node reports its own devices (a scrape of every node adds
+up to the crowd; the console shows the whole cluster).
+
+The loop lag is how late a timer fires on the server's event loop: how long
+a message waits for its turn. Clock samples do not wait with it (a ping's t0
+is stamped as it is written, a pong's t3 by the kernel), but schedules,
+estimates and joins do.
 """
 
 from __future__ import annotations

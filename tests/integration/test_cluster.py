@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import pytest
 import redis
 import websockets
@@ -145,6 +146,10 @@ async def test_one_start_reaches_every_node_and_a_dead_nodes_devices(nodes: list
 
         status = await cluster_view()
         assert sorted(n["devices"] for n in status["nodes"]) == [PER_NODE] * NODES
+        # While each node's /metrics counts its own devices only: a scrape of every node adds up to the crowd.
+        for node in nodes:
+            async with aiohttp.ClientSession() as http, http.get(f"{node.base_url}/metrics") as response:
+                assert f"unisono_devices_connected {float(PER_NODE)}" in await response.text()
         # Every follower's reference agrees with the upstream (node 0) within a few ms.
         for node in nodes[1:]:
             for _ in range(int(scaled(100))):
