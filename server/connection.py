@@ -227,7 +227,7 @@ class _Stamping(asyncio.Protocol):
 
 
 async def frames(ws: web.WebSocketResponse, now_ns: NowFn, arrivals: Arrivals | None = None) -> AsyncIterator[tuple[bytes, int]]:
-    """Yield ``(data, receipt_ns)`` for each binary frame: stamped at arrival when ``arrivals`` is given, else on handling.
+    """Yield ``(data, receipt_ns)`` for each binary frame: stamped at arrival when ``arrivals`` stamps, else on handling.
 
     Raises MalformedMessage for a text frame, FirstMessageTimeout when no
     message came within ``FIRST_MESSAGE_TIMEOUT_S`` of the call (websocket
@@ -244,7 +244,7 @@ async def frames(ws: web.WebSocketResponse, now_ns: NowFn, arrivals: Arrivals | 
             first_timeout_s = None
         else:
             msg = await ws.receive()
-        received_ns = now_ns() if arrivals is None else arrivals.latest_ns
+        received_ns = arrivals.latest_ns if arrivals is not None and arrivals.source != "handling" else now_ns()
         if msg.type == WSMsgType.BINARY:
             yield msg.data, received_ns
         elif msg.type == WSMsgType.TEXT:
