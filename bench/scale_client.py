@@ -255,7 +255,7 @@ class Client:
                     exact: bool | None = None
                     if arrivals:
                         received_ns, chunk = arrivals.popleft()
-                        if self.t1_source == "kernel":  # no later frame in the same read: its own packet's stamp
+                        if chunk:  # a kernel stamp: its own packet's when no later frame came in the same read
                             exact = not (arrivals and arrivals[0][1] == chunk)
                     else:
                         received_ns = mono()

@@ -13,7 +13,7 @@ from asyncio import selector_events
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from protocol import encode
 from protocol.errors import CLOSE_INTERNAL_ERROR, FirstMessageTimeout, MalformedMessage, RemoteProtocolError
@@ -88,6 +88,7 @@ class Arrivals:
     """
 
     def __init__(self, transport: asyncio.BaseTransport | None, now_ns: NowFn) -> None:
+        self.now_ns = now_ns
         self.latest_ns = now_ns()
         self.source = "handling"
         if transport is None or transport.is_closing():
@@ -96,6 +97,10 @@ class Arrivals:
 
     def _arrived(self, stamp_ns: int) -> None:
         self.latest_ns = stamp_ns
+
+    def receipt_ns(self) -> int:
+        """The receive time of the frame being handled: its arrival stamp, or now where nothing stamps."""
+        return self.now_ns() if self.source == "handling" else self.latest_ns
 
 
 def stamp_reads(transport: asyncio.BaseTransport, now_ns: NowFn, arrived: Callable[[int], None]) -> str:
@@ -226,6 +231,26 @@ class _Stamping(asyncio.Protocol):
         self.inner.resume_writing()
 
 
+async def first_message(ws: web.WebSocketResponse) -> WSMessage:
+    """The connection's first message; FirstMessageTimeout if none came within ``FIRST_MESSAGE_TIMEOUT_S`` (websocket pings do not count)."""
+    timeout_s = FIRST_MESSAGE_TIMEOUT_S
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await ws.receive()
+    except TimeoutError:
+        raise FirstMessageTimeout(timeout_s) from None
+
+
+def frame_data(msg: WSMessage) -> bytes | None:
+    """A binary frame's bytes; None when the connection is over (close, error); MalformedMessage for a text frame."""
+    if msg.type == WSMsgType.BINARY:
+        data: bytes = msg.data
+        return data
+    if msg.type == WSMsgType.TEXT:
+        raise MalformedMessage("text frames are not accepted; send msgpack in binary frames")
+    return None  # CLOSE, CLOSING, CLOSED, ERROR
+
+
 async def frames(ws: web.WebSocketResponse, now_ns: NowFn, arrivals: Arrivals | None = None) -> AsyncIterator[tuple[bytes, int]]:
     """Yield ``(data, receipt_ns)`` for each binary frame: stamped at arrival when ``arrivals`` stamps, else on handling.
 
@@ -233,24 +258,10 @@ async def frames(ws: web.WebSocketResponse, now_ns: NowFn, arrivals: Arrivals | 
     message came within ``FIRST_MESSAGE_TIMEOUT_S`` of the call (websocket
     pings do not count); ends when the peer closes.
     """
-    first_timeout_s: float | None = FIRST_MESSAGE_TIMEOUT_S
-    while True:
-        if first_timeout_s is not None:
-            try:
-                async with asyncio.timeout(first_timeout_s):
-                    msg = await ws.receive()
-            except TimeoutError:
-                raise FirstMessageTimeout(first_timeout_s) from None
-            first_timeout_s = None
-        else:
-            msg = await ws.receive()
-        received_ns = arrivals.latest_ns if arrivals is not None and arrivals.source != "handling" else now_ns()
-        if msg.type == WSMsgType.BINARY:
-            yield msg.data, received_ns
-        elif msg.type == WSMsgType.TEXT:
-            raise MalformedMessage("text frames are not accepted; send msgpack in binary frames")
-        else:  # CLOSE, CLOSING, CLOSED, ERROR: the connection is over
-            return
+    msg = await first_message(ws)
+    while (data := frame_data(msg)) is not None:
+        yield data, now_ns() if arrivals is None else arrivals.receipt_ns()
+        msg = await ws.receive()
 
 
 async def close_for(ws: web.WebSocketResponse, exc: BaseException) -> None:

@@ -579,16 +579,12 @@ class Hub:
         Otherwise up to BROADCAST_SLICE devices at once, a larger crowd in
         slices between other work, in order with the other such broadcasts.
         """
-        if urgent:
+        if urgent or (len(self.devices) <= BROADCAST_SLICE and not self._broadcasts):
             began_ns = self.clock.now_ns()
             for device in self.devices:
                 device.outbox.put(data)
             if len(self.devices) > BROADCAST_SLICE:
                 log.info("urgent broadcast to %d devices: %.0f ms", len(self.devices), (self.clock.now_ns() - began_ns) / 1e6)
-            return
-        if len(self.devices) <= BROADCAST_SLICE and not self._broadcasts:
-            for device in self.devices:
-                device.outbox.put(data)
             return
         self._broadcasts.append((data, list(self.devices)))
         if self._broadcaster is None or self._broadcaster.done():

@@ -12,16 +12,15 @@ import math
 import secrets
 from collections.abc import Callable
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from clock.estimator import ClockEstimate
 from clock.sample import Rejection, Sample
 from clock.session import DeviceSession
 from protocol import MAX_PARTICIPANT_MESSAGE, PROTOCOL_VERSION, decode, encode
-from protocol.errors import FirstMessageTimeout, MalformedMessage, UnexpectedMessage, UnsupportedVersion
+from protocol.errors import UnexpectedMessage, UnsupportedVersion
 from protocol.messages import PARTICIPANT_TO_SERVER, Estimate, Join, Pong, Ready, Welcome
-from server import connection
-from server.connection import HEARTBEAT_S, Arrivals, TRANSPORT_MAX_FRAME, close_for, shed_http_state
+from server.connection import HEARTBEAT_S, Arrivals, TRANSPORT_MAX_FRAME, close_for, first_message, frame_data, shed_http_state
 from server.hub import Device, Hub, Outbox
 from server.identity import NONCE_BYTES, DeviceIds
 from server.security import RateLimited, admit_websocket, close_flooder
@@ -45,8 +44,9 @@ def estimate_message(estimate: ClockEstimate) -> Estimate:
 async def participant_ws(request: web.Request) -> web.WebSocketResponse:
     """Serve one participant until it leaves (after the origin and connection-cap checks).
 
-    One coroutine for the whole connection, reading frames itself (as
-    ``connection.frames`` does): a handler, an inner handler, an admission
+    One coroutine for the whole connection, reading frames with
+    ``connection.first_message`` and ``frame_data`` rather than through the
+    ``connection.frames`` generator: a handler, an inner handler, an admission
     context and an async generator, each alive as long as the phone, cost
     ~1 KB a connection.
     """
@@ -66,25 +66,13 @@ async def participant_ws(request: web.Request) -> web.WebSocketResponse:
         transport = request.transport
         device: Device | None = None
         try:
-            now_ns = hub.clock.now_ns
-            arrivals = Arrivals(transport, now_ns)
-            stamped = arrivals.source != "handling"
-            bucket = rate.bucket(now_ns())
-            first_timeout_s = connection.FIRST_MESSAGE_TIMEOUT_S
-            try:
-                async with asyncio.timeout(first_timeout_s):
-                    msg = await ws.receive()
-            except TimeoutError:
-                raise FirstMessageTimeout(first_timeout_s) from None
-            while True:
-                # Stamped at arrival (see connection.Arrivals and connection.frames).
-                received_ns = arrivals.latest_ns if stamped else now_ns()
-                if msg.type != WSMsgType.BINARY:
-                    if msg.type == WSMsgType.TEXT:
-                        raise MalformedMessage("text frames are not accepted; send msgpack in binary frames")
-                    break  # CLOSE, CLOSING, CLOSED, ERROR: the connection is over
+            arrivals = Arrivals(transport, hub.clock.now_ns)
+            bucket = rate.bucket(hub.clock.now_ns())
+            msg = await first_message(ws)
+            while (data := frame_data(msg)) is not None:
+                received_ns = arrivals.receipt_ns()
                 rate.check(bucket, received_ns)  # before decoding: a flood costs as little as possible
-                message = decode(msg.data, PARTICIPANT_TO_SERVER, MAX_PARTICIPANT_MESSAGE)
+                message = decode(data, PARTICIPANT_TO_SERVER, MAX_PARTICIPANT_MESSAGE)
                 metrics.count_received(message.TYPE)
                 if device is None:
                     device = _join(hub, request.app[DEVICE_IDS], ws, message, metrics.count_sent)
